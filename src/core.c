@@ -1,0 +1,22 @@
+/*
+ * pagsmile.issuing.core: keys, seal/open, JSON bytes and the libcurl handle.
+ * Loading it has no side effect beyond building its table; process-wide library
+ * initialisation happens once, on first use, in the file that needs it.
+ */
+#include "core.h"
+
+#ifndef PAGSMILE_VERSION
+#define PAGSMILE_VERSION "scm"
+#endif
+
+LUALIB_API int luaopen_pagsmile_issuing_core(lua_State *L);
+
+LUALIB_API int luaopen_pagsmile_issuing_core(lua_State *L) {
+  lua_newtable(L);
+  pagsmile_json_register(L);
+  pagsmile_crypto_register(L);
+  pagsmile_http_register(L);
+  lua_pushliteral(L, PAGSMILE_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+  return 1;
+}
