@@ -86,7 +86,7 @@ http {
   fastcgi_temp_path tmp/fastcgi;
   uwsgi_temp_path tmp/uwsgi;
   scgi_temp_path tmp/scgi;
-  lua_package_path "${root}/lua/?.lua;${root}/lua/?/init.lua;${root}/spec/?.lua;;";
+  lua_package_path "${root}/lua/?.lua;${root}/lua/?/init.lua;${root}/?.lua;;";
   lua_package_cpath "${root}/build/jit/?.so;;";
   ${http}
 }
