@@ -16,6 +16,7 @@ LUALIB_API int luaopen_pagsmile_issuing_core(lua_State *L) {
   pagsmile_json_register(L);
   pagsmile_crypto_register(L);
   pagsmile_http_register(L);
+  pagsmile_clock_register(L);
   lua_pushliteral(L, PAGSMILE_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -50,6 +50,9 @@ int pagsmile_to_long(lua_State *L, int idx, int64_t *out); /* 1 if idx is a long
 /* crypto.c ---------------------------------------------------------------------------- */
 void pagsmile_crypto_register(lua_State *L);
 
+/* clock.c ----------------------------------------------------------------------------- */
+void pagsmile_clock_register(lua_State *L);
+
 /* http.c ------------------------------------------------------------------------------ */
 void pagsmile_http_register(lua_State *L);
 

@@ -1,0 +1,311 @@
+-- The client: apply_card, query_apply_result, apply_card_and_wait, parse_notification.
+-- Policy lives here (deadlines, retries, what an ambiguous answer means); the C core does
+-- the encryption and the JSON bytes, a transport does the HTTP.
+local core = require "pagsmile.issuing.core"
+local api = require "pagsmile.issuing.api"
+local errors = require "pagsmile.issuing.errors"
+local options = require "pagsmile.issuing.options"
+local schema = require "pagsmile.issuing.schema"
+
+local ngx = rawget(_G, "ngx") -- set inside OpenResty only
+
+local Client = {}
+Client.__index = Client
+
+local now = core.monotime
+local HEADERS = { ["Content-Type"] = api.CONTENT_TYPE }
+
+-- ngx_lua phases where cosockets (and ngx.sleep) work.
+local COSOCKET_PHASES = {
+  rewrite = true, access = true, content = true, timer = true,
+  ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
+}
+
+-- An apply attempt may use this share of the time left, so that an ambiguous outcome can
+-- still be resolved through Query Apply Result before the caller's deadline.
+local APPLY_SHARE = 0.7
+
+local function in_cosocket_phase()
+  return ngx ~= nil and COSOCKET_PHASES[ngx.get_phase()] == true
+end
+
+local function sleep(seconds)
+  if seconds <= 0 then return end
+  if in_cosocket_phase() then ngx.sleep(seconds) else core.sleep(seconds) end
+end
+
+-- Exponential backoff with jitter: 0.1 s, 0.2 s, 0.4 s ... capped at 2 s.
+local function backoff(attempt)
+  return math.min(0.1 * 2 ^ (attempt - 1), 2) * (0.5 + math.random() * 0.5)
+end
+
+function Client.new(opts)
+  local o, err = options.check(opts)
+  if not o then return nil, err end
+  return setmetatable({ o = o, url = {} }, Client)
+end
+
+function Client:_check_open()
+  if self.closed then error("pagsmile.issuing: the client is closed", 3) end
+end
+
+-- The transport for this call. Inside nginx the choice depends on the phase of the call, not
+-- of the client's creation: clients are made in init_by_lua and used by requests.
+function Client:_transport()
+  local t = self.o.transport
+  if type(t) == "table" then return t end
+  if t == "curl" or (t == nil and ngx == nil) then
+    if not self.curl then
+      self.curl = require("pagsmile.issuing.transport.curl").new {
+        ca_file = self.o.ca_file, proxy = self.o.proxy, user_agent = self.o.user_agent,
+      }
+    end
+    return self.curl
+  end
+  if ngx == nil then
+    return nil, errors.config("transport", '"ngx" works only inside OpenResty (nginx with ngx_lua)')
+  end
+  if not in_cosocket_phase() then
+    return nil, errors.config("transport", "nginx has no cosockets in the " .. ngx.get_phase()
+      .. ' phase; call from rewrite/access/content/timer, or set transport = "curl"'
+      .. " to block this worker knowingly")
+  end
+  if not self.ngx then
+    self.ngx = require("pagsmile.issuing.transport.ngx").new { user_agent = self.o.user_agent }
+  end
+  return self.ngx
+end
+
+function Client:_timestamp()
+  return os.date("!%Y-%m-%d %H:%M:%S", os.time() + self.o.utc_offset_seconds)
+end
+
+-- One HTTP attempt: seal, send, open. Returns data, request_id or nil, err.
+function Client:_exchange(path, biz, deadline, order_no)
+  local transport, terr = self:_transport()
+  if not transport then return nil, terr end
+  local o = self.o
+  local random_key, biz_data, session = core.seal(o.platform_key, biz)
+  if not random_key then
+    return nil, errors.new("validation", "biz_data cannot be encoded: " .. biz_data,
+      { field = "biz_data", reason = biz_data, order_no = order_no })
+  end
+  local request_id = core.request_id()
+  local body = core.json_encode {
+    app_id = o.app_id, partner_id = o.partner_id, sub_partner_id = o.sub_partner_id or "",
+    timestamp = self:_timestamp(), format = api.FORMAT, version = o.version,
+    request_id = request_id, sign_type = api.SIGN_TYPE,
+    random_key = random_key, biz_data = biz_data,
+  }
+  local ctx = { request_id = request_id, order_no = order_no }
+  local left = deadline - now()
+  if left <= 0 then
+    return nil, errors.new("timeout", "the deadline passed before the request was sent",
+      { sent = false, retryable = false, request_id = request_id, order_no = order_no })
+  end
+  local url = self.url[path]
+  if not url then url = o.base_url .. path; self.url[path] = url end
+  local res, err = transport:request {
+    url = url, body = body, headers = HEADERS,
+    timeout = math.min(o.timeout, left), connect_timeout = math.min(o.connect_timeout, left),
+  }
+  if not res then return nil, errors.wrap(err, ctx) end
+  ctx.http_status = res.status
+  if res.status ~= 200 then
+    ctx.sent, ctx.retryable = true, false
+    return nil, errors.new("protocol", "HTTP status " .. tostring(res.status)
+      .. " where the API answers 200", ctx)
+  end
+  local data, e = core.open(o.merchant_key, res.body, session)
+  if not data then
+    ctx.sent, ctx.retryable = true, false
+    return nil, errors.wrap(e, ctx)
+  end
+  return data, request_id
+end
+
+-- A read (Query Apply Result) may be repeated freely: retried on any failure but a
+-- definite refusal by the platform.
+local function read_retryable(err)
+  if err.kind == "api" then return err.code == api.SERVICE_UNAVAILABLE end
+  return err.kind == "transport" or err.kind == "timeout" or err.kind == "protocol"
+end
+
+function Client:_query(order_no, deadline)
+  local attempt = 0
+  while true do
+    local data, rid = self:_exchange(api.PATH.query_apply_result, { order_no = order_no },
+      deadline, order_no)
+    if data then return api.card(data, rid) end
+    local err = rid
+    attempt = attempt + 1
+    local pause = backoff(attempt)
+    if not read_retryable(err) or attempt > self.o.max_retries
+       or now() + pause >= deadline then
+      return nil, err
+    end
+    sleep(pause)
+  end
+end
+
+local function validate(spec, biz_data)
+  if type(biz_data) ~= "table" then error("pagsmile.issuing: biz_data must be a table", 3) end
+  local clean, field, reason = schema.validate(spec, biz_data)
+  if not clean then
+    local order_no = type(biz_data.order_no) == "string" and biz_data.order_no or nil
+    return nil, errors.validation(field, reason, order_no)
+  end
+  return clean
+end
+
+local function unknown_outcome(err, query_err)
+  err.outcome = "unknown"
+  err.message = err.message .. "; the outcome of the apply is unknown (Query Apply Result "
+    .. "failed too: " .. query_err.message .. "): query order_no " .. tostring(err.order_no)
+    .. " later; applying again with it cannot issue a second card"
+  return err
+end
+
+-- Apply For a Card. Never issues two cards for one order_no: a request that may have reached
+-- the platform is never blindly repeated; its outcome is asked for with Query Apply Result,
+-- and only a definite "no such order" allows another apply.
+function Client:apply_card(biz_data)
+  self:_check_open()
+  local clean, verr = validate(schema.apply_card, biz_data)
+  if not clean then return nil, verr end
+  local order_no = clean.order_no
+  local start = now()
+  local deadline = start + self.o.timeout
+  local attempt, reapplied = 0, false
+  while true do
+    local attempt_deadline = now() + (deadline - now()) * APPLY_SHARE
+    local data, rid = self:_exchange(api.PATH.apply_card, clean, attempt_deadline, order_no)
+    if data then return api.card(data, rid) end
+    local err = rid
+    attempt = attempt + 1
+    if err.kind == "config" or err.kind == "validation" then return nil, err end
+    if err.kind == "api" and not (reapplied and api.ORDER_DUPLICATE[err.sub_code])
+       and err.code ~= api.SERVICE_UNAVAILABLE then
+      if api.ORDER_DUPLICATE[err.sub_code] then
+        err.message = err.message .. " (order_no is taken: query_apply_result(order_no) "
+          .. "returns the card it issued)"
+      end
+      return nil, err
+    end
+    if err.sent == false then
+      -- It never left this machine: the same apply is safe to send again.
+      local pause = backoff(attempt)
+      if not err.retryable or attempt > self.o.max_retries or now() + pause >= deadline then
+        return nil, err
+      end
+      sleep(pause)
+    else
+      -- Ambiguous (sent, no definite answer), or a duplicate after our own earlier attempt:
+      -- ask the platform what became of the order.
+      local card, qerr = self:_query(order_no, deadline)
+      if card then return card end
+      if not (qerr.kind == "api" and api.ORDER_NOT_FOUND[qerr.sub_code]) then
+        return nil, unknown_outcome(err, qerr)
+      end
+      -- Definitely not created: applying again cannot duplicate it.
+      if attempt > self.o.max_retries or now() >= deadline then
+        err.outcome = "not_created"
+        err.message = err.message .. "; the platform has no order " .. order_no
+          .. ": no card was issued"
+        return nil, err
+      end
+      reapplied = true
+    end
+  end
+end
+
+function Client:query_apply_result(order_no)
+  self:_check_open()
+  local clean, verr = validate(schema.query_apply_result, { order_no = order_no })
+  if not clean then return nil, verr end
+  return self:_query(clean.order_no, now() + self.o.timeout)
+end
+
+-- Applies, then follows a processing order with Query Apply Result every `interval` seconds
+-- until it completes or `timeout` seconds (counted from the call) have passed. On timeout
+-- the error carries the last known card as err.card.
+function Client:apply_card_and_wait(biz_data, wait)
+  self:_check_open()
+  wait = wait or {}
+  local timeout, interval = wait.timeout or 60, wait.interval or 2
+  if type(timeout) ~= "number" or timeout <= 0 then
+    error("pagsmile.issuing: wait.timeout must be a positive number of seconds", 2)
+  end
+  if type(interval) ~= "number" or interval <= 0 then
+    error("pagsmile.issuing: wait.interval must be a positive number of seconds", 2)
+  end
+  local deadline = now() + timeout
+  local card, err = self:apply_card(biz_data)
+  if not card then return nil, err end
+  local last_err
+  while not card.completed do
+    if now() + interval >= deadline then
+      return nil, errors.new("timeout", "order " .. tostring(card.order_no) .. " is still "
+        .. card.status .. " after " .. timeout .. " s"
+        .. (last_err and (" (last query: " .. last_err.message .. ")") or ""),
+        { card = card, order_no = card.order_no, request_id = card.request_id, sent = true })
+    end
+    sleep(interval)
+    local c, e = self:_query(card.order_no, math.min(deadline, now() + self.o.timeout))
+    if c then card = c else last_err = e end
+  end
+  return card
+end
+
+-- The apply-card result callback (SPEC.md §7): raw request body in, card table out, with
+-- notify_type, the notification's request_id and `encrypted` (a plain notification proves
+-- nothing about its sender: confirm with query_apply_result before acting on it).
+function Client:parse_notification(raw_body)
+  self:_check_open()
+  if type(raw_body) ~= "string" then
+    error("pagsmile.issuing: parse_notification expects the raw body as a string", 2)
+  end
+  local env, msg = core.json_decode(raw_body)
+  if type(env) ~= "table" then
+    return nil, errors.new("protocol", "the notification is not a JSON object"
+      .. (msg and (" (" .. msg .. ")") or ""))
+  end
+  local ctx = { request_id = env.request_id }
+  if env.partner_id ~= nil and tostring(env.partner_id) ~= self.o.partner_id then
+    return nil, errors.new("protocol", "the notification is for another partner_id", ctx)
+  end
+  local biz = env.biz_data
+  local encrypted = env.sign_type ~= nil and env.sign_type ~= ""
+  if encrypted then
+    if type(biz) ~= "string" or type(env.random_key) ~= "string" then
+      return nil, errors.new("protocol", "an encrypted notification needs random_key and "
+        .. "biz_data strings", ctx)
+    end
+    biz, msg = core.unseal(self.o.merchant_key, env.random_key, biz)
+    if not biz then
+      return nil, errors.new("protocol", "the notification's biz_data " .. msg, ctx)
+    end
+  elseif type(biz) == "string" then
+    biz = core.json_decode(biz)
+  end
+  if type(biz) ~= "table" then
+    return nil, errors.new("protocol", "the notification has no biz_data object", ctx)
+  end
+  local note = api.card(biz, env.request_id)
+  note.notify_type = env.notify_type
+  note.encrypted = encrypted
+  return note
+end
+
+function Client:close()
+  if self.closed then return end
+  self.closed = true
+  if self.curl then self.curl:close() end
+  if self.ngx then self.ngx:close() end
+  self.o.platform_key:close()
+  self.o.merchant_key:close()
+end
+
+Client.__close = Client.close
+
+return Client
