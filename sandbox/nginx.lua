@@ -93,7 +93,9 @@ http {
 ]]
 
 -- opts.http: the body of the http block (use ${port} and ${prefix} placeholders freely);
--- opts.main: extra main-level directives; opts.port: a fixed port; opts.log_level.
+-- opts.main: extra main-level directives; opts.port: a fixed port; opts.log_level;
+-- opts.prepare(prefix, vars): called before the config is written (make keys, certificates;
+-- values it sets in vars become placeholders too).
 -- Returns a server: { port, prefix, url, stop(), error_log() }.
 function M.start(opts)
   local port = opts.port or M.free_port()
@@ -102,6 +104,13 @@ function M.start(opts)
   local vars = { root = repo_root(), port = tostring(port), prefix = prefix,
                  log_level = opts.log_level or "warn", main = opts.main or "" }
   local function fill(s) return (s:gsub("%${([%w_]+)}", function(k) return vars[k] end)) end
+  if opts.prepare then
+    local ok, err = pcall(opts.prepare, prefix, vars)
+    if not ok then
+      sh("rm -rf " .. prefix)
+      error(err, 2)
+    end
+  end
   vars.http = fill(opts.http)
   vars.main = fill(vars.main)
   write_file(prefix .. "/conf/nginx.conf", fill(CONF))

@@ -253,11 +253,11 @@ describe("schema #core", function()
       local fifty = ("é"):rep(50)
       assert.equal(100, #fifty)
       cases("holder.first_name", {
-        { fifty }, { fifty .. "é", "must be at most 50 characters" },
-        { ("a"):rep(51), "must be at most 50 characters" }, { ("日"):rep(50) },
-        { ("𝄞"):rep(51), "must be at most 50 characters" },
+        { fifty }, { fifty .. "é", "must be 1 to 50 characters" },
+        { ("a"):rep(51), "must be 1 to 50 characters" }, { ("日"):rep(50) },
+        { ("𝄞"):rep(51), "must be 1 to 50 characters" }, { "", "must be 1 to 50 characters" },
       })
-      cases("holder.last_name", { { ("ü"):rep(51), "must be at most 50 characters" } })
+      cases("holder.last_name", { { ("ü"):rep(51), "must be 1 to 50 characters" } })
     end)
 
     it("ranges a-b", function()

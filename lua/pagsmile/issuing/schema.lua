@@ -57,8 +57,8 @@ local address = {
 local holder = {
   { name = "mobile", type = "string", required = true, max = 16, shape = MOBILE,
     length_reason = MOBILE.reason },
-  { name = "first_name", type = "string", required = true, max = 50 },
-  { name = "last_name", type = "string", required = true, max = 50 },
+  { name = "first_name", type = "string", required = true, min = 1, max = 50 },
+  { name = "last_name", type = "string", required = true, min = 1, max = 50 },
   { name = "id_no", type = "string", required = true, min = 6, max = 20 },
   { name = "id_type", type = "integer", required = true },
   { name = "issuance_date", type = "date" },
