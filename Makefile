@@ -15,7 +15,7 @@ lua_inc_jit := /usr/include/luajit-2.1
 
 CORES := $(foreach r,$(RUNTIMES),build/$(r)/pagsmile/issuing/core.so)
 
-.PHONY: all build demo test sandbox bench lint valgrind deps clean
+.PHONY: all build demo test sandbox bench lint valgrind deps rock clean
 all: build
 build: $(CORES)
 
@@ -42,6 +42,13 @@ lint:
 
 valgrind: deps build
 	@tools/run-specs --valgrind
+
+# Installs the rock into ./build/rock (offline). Debian keeps curl.h under the multiarch dir.
+CURL_INCDIR ?= $(patsubst -I%,%,$(filter -I%,$(shell pkg-config --cflags libcurl))) \
+               $(dir $(shell echo '\#include <curl/curl.h>' | $(CC) -M -xc - 2>/dev/null | grep -o '/[^ ]*curl/curl.h'))
+rock:
+	luarocks --lua-version=5.4 --tree=build/rock make rockspec/pagsmile-issuing-scm-1.rockspec \
+	  CURL_INCDIR=$(patsubst %/curl/,%,$(firstword $(strip $(CURL_INCDIR))))
 
 clean:
 	rm -rf build

@@ -1,0 +1,44 @@
+rockspec_format = "3.0"
+package = "pagsmile-issuing"
+version = "scm-1"
+source = {
+  url = "git+https://example.invalid/pagsmile-issuing.git",
+}
+description = {
+  summary = "Issue payment cards through the Pagsmile Issuing Card API",
+  detailed = [[
+A Lua client for the Pagsmile Issuing Card API with a C core (OpenSSL for the hybrid
+RSA/AES envelope, libcurl for HTTP, exact 64-bit ids in JSON) and a non-blocking
+cosocket transport for OpenResty.]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1, < 5.5",
+}
+external_dependencies = {
+  CURL = { header = "curl/curl.h", library = "curl" },
+  OPENSSL = { header = "openssl/evp.h", library = "crypto" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["pagsmile.issuing"] = "lua/pagsmile/issuing.lua",
+    ["pagsmile.issuing.api"] = "lua/pagsmile/issuing/api.lua",
+    ["pagsmile.issuing.client"] = "lua/pagsmile/issuing/client.lua",
+    ["pagsmile.issuing.errors"] = "lua/pagsmile/issuing/errors.lua",
+    ["pagsmile.issuing.options"] = "lua/pagsmile/issuing/options.lua",
+    ["pagsmile.issuing.schema"] = "lua/pagsmile/issuing/schema.lua",
+    ["pagsmile.issuing.sandbox"] = "lua/pagsmile/issuing/sandbox.lua",
+    ["pagsmile.issuing.transport.curl"] = "lua/pagsmile/issuing/transport/curl.lua",
+    ["pagsmile.issuing.transport.ngx"] = "lua/pagsmile/issuing/transport/ngx.lua",
+    ["pagsmile.issuing.core"] = {
+      sources = {
+        "src/core.c", "src/buf.c", "src/json.c", "src/crypto.c", "src/http.c", "src/clock.c",
+      },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+      incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+      libraries = { "curl", "ssl", "crypto" },
+    },
+  },
+}
