@@ -1,7 +1,7 @@
 # pagsmile-issuing. `make demo` and `make test` are all a new user needs.
 RUNTIMES  := 5.1 5.3 5.4 jit
 CC        ?= cc
-OPTFLAGS  ?= -O2 -g
+OPTFLAGS  ?= -O2 -gdwarf-4
 WARNFLAGS := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 DEPFLAGS  := $(shell pkg-config --cflags libcurl openssl 2>/dev/null)
 DEPLIBS   := $(shell pkg-config --libs libcurl openssl 2>/dev/null || echo -lcurl -lssl -lcrypto)
