@@ -228,7 +228,8 @@ end
 
 -- Applies, then follows a processing order with Query Apply Result every `interval` seconds
 -- until it completes or `timeout` seconds (counted from the call) have passed. On timeout
--- the error carries the last known card as err.card.
+-- the error carries the last known card as err.card. wait.on_update(card), if given, sees
+-- every card the calls return (for progress logs).
 function Client:apply_card_and_wait(biz_data, wait)
   self:_check_open()
   wait = wait or {}
@@ -240,8 +241,10 @@ function Client:apply_card_and_wait(biz_data, wait)
     error("pagsmile.issuing: wait.interval must be a positive number of seconds", 2)
   end
   local deadline = now() + timeout
+  local on_update = wait.on_update
   local card, err = self:apply_card(biz_data)
   if not card then return nil, err end
+  if on_update then on_update(card) end
   local last_err
   while not card.completed do
     if now() + interval >= deadline then
@@ -252,7 +255,12 @@ function Client:apply_card_and_wait(biz_data, wait)
     end
     sleep(interval)
     local c, e = self:_query(card.order_no, math.min(deadline, now() + self.o.timeout))
-    if c then card = c else last_err = e end
+    if c then
+      card = c
+      if on_update then on_update(card) end
+    else
+      last_err = e
+    end
   end
   return card
 end

@@ -1,0 +1,98 @@
+-- Apply for a card for a new cardholder and print the card and its order status.
+--
+--   lua examples/apply_card.lua            apply once (apply_card)
+--   lua examples/apply_card.lua --wait     apply and follow the order until it completes
+--
+-- Settings come from the environment (`make demo` sets them for the local sandbox):
+--   PAGSMILE_BASE_URL, PAGSMILE_APP_ID, PAGSMILE_PARTNER_ID,
+--   PAGSMILE_PLATFORM_PUBLIC_KEY_FILE, PAGSMILE_MERCHANT_PRIVATE_KEY_FILE,
+--   PAGSMILE_CA_FILE (optional), PAGSMILE_ORDER_NO (optional)
+local issuing = require "pagsmile.issuing"
+
+local function setting(name)
+  local v = os.getenv(name)
+  if not v or v == "" then
+    io.stderr:write("apply_card: set ", name, " (see the comment at the top of this file)\n")
+    os.exit(2)
+  end
+  return v
+end
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local client = assert(issuing.new {
+  base_url = setting("PAGSMILE_BASE_URL"),
+  app_id = setting("PAGSMILE_APP_ID"),
+  partner_id = setting("PAGSMILE_PARTNER_ID"),
+  platform_public_key = read(setting("PAGSMILE_PLATFORM_PUBLIC_KEY_FILE")),
+  merchant_private_key = read(setting("PAGSMILE_MERCHANT_PRIVATE_KEY_FILE")),
+  ca_file = os.getenv("PAGSMILE_CA_FILE"),
+})
+
+-- order_no is the idempotency key of the order: keep it with your own record of the order
+-- before calling, so that a crash or a lost answer can be settled with query_apply_result.
+local order_no = os.getenv("PAGSMILE_ORDER_NO") or ("DEMO-" .. os.time() .. "-" .. math.random(1000, 9999))
+
+local biz_data = {
+  order_no = order_no,
+  card_type = 1,
+  card_bin = "658704",
+  initial_balance = "50.00",
+  card_limit = {
+    daily_transactions = 20,
+    single_amount = "500.00",
+    daily_amount = "1000.00",
+    monthly_amount = "5000.00",
+  },
+  holder = {
+    first_name = "Ana",
+    last_name = "Souza",
+    mobile = "+5511987654321",
+    email = "ana.souza@example.com",
+    id_type = 1,
+    id_no = "39053344705",
+    birthday = "1990-04-12",
+    nationality_code = "BR",
+    address = {
+      line = "Avenida Paulista, 1578",
+      postal_code = "01310200",
+      city_name = "Sao Paulo",
+      state = "Sao Paulo",
+      country_code = "BR",
+    },
+  },
+}
+
+local wait = arg[1] == "--wait"
+local card, err
+if wait then
+  print(("applying for order %s and waiting for the card (every 0.5 s, at most 30 s)...")
+    :format(order_no))
+  card, err = client:apply_card_and_wait(biz_data, {
+    timeout = 30, interval = 0.5,
+    on_update = function(c) print(("  ... order %s is %s"):format(c.order_no, c.status)) end,
+  })
+else
+  print(("applying for order %s..."):format(order_no))
+  card, err = client:apply_card(biz_data)
+end
+if not card then
+  io.stderr:write(tostring(err), "\n")
+  client:close()
+  os.exit(1)
+end
+
+local FIELDS = {
+  "order_no", "status", "order_status", "card_id", "card_token", "card_pan", "card_bin",
+  "card_scheme", "card_type", "is_share_card", "holder_id", "holder_name", "order_count",
+  "request_id",
+}
+for _, k in ipairs(FIELDS) do
+  print(("  %-14s %s"):format(k, tostring(card[k])))
+end
+client:close()
