@@ -46,4 +46,48 @@ function helpers.b64decode(s, dir)
   return out
 end
 
+local seq = 0
+-- A unique order_no for this spec process.
+function helpers.order_no(tag)
+  seq = seq + 1
+  return ("%s-%d-%d-%d"):format(tag or "T", os.time(), math.random(1, 999999), seq)
+end
+
+function helpers.holder()
+  return {
+    first_name = "Ana", last_name = "Souza", mobile = "+5511987654321",
+    email = "ana.souza@example.com", id_type = 1, id_no = "39053344705",
+    birthday = "1990-04-12", nationality_code = "BR",
+    address = {
+      line = "Avenida Paulista, 1578", postal_code = "01310200",
+      city_name = "Sao Paulo", state = "Sao Paulo", country_code = "BR",
+    },
+  }
+end
+
+function helpers.limits()
+  return { daily_transactions = 20, single_amount = "500.00", daily_amount = "1000.00",
+           monthly_amount = "5000.00" }
+end
+
+-- A valid Apply For a Card body with a new cardholder; fields in `over` replace its own
+-- (helpers.NIL removes one).
+helpers.NIL = {}
+function helpers.biz(over)
+  local b = { order_no = helpers.order_no(), card_type = 1, holder = helpers.holder() }
+  for k, v in pairs(over or {}) do
+    if v == helpers.NIL then b[k] = nil else b[k] = v end
+  end
+  return b
+end
+
+-- Total requests the sandbox has seen on its API paths.
+function helpers.api_requests(sb)
+  local n = 0
+  for path, count in pairs(sb:stats().requests or {}) do
+    if path:find("^/issuing/") then n = n + count end
+  end
+  return n
+end
+
 return helpers

@@ -1,0 +1,520 @@
+-- luacheck: globals ngx
+-- The local sandbox: the platform's side of SPEC.md §2–§7, served by nginx + the Lua module.
+--   init_by_lua:  require("pagsmile.issuing.sandbox").init{ app_id, partner_id, keys... }
+--   /issuing/:    require("pagsmile.issuing.sandbox").handle()
+--   /_sandbox/:   require("pagsmile.issuing.sandbox").control()   (plain JSON, for tests)
+-- State lives in a lua_shared_dict (default "pagsmile_sandbox"); the launcher runs one
+-- process, so a read-modify-write without a yield in between is atomic.
+-- Never logs bodies, keys or PANs; the sandbox never makes or stores a full PAN.
+local core = require "pagsmile.issuing.core"
+local schema = require "pagsmile.issuing.schema"
+
+local M = {}
+
+local cfg
+
+-- Gateway codes (SPEC.md §4).
+local SUCCESS = { "10000", "Success" }
+local UNAVAILABLE = { "20000", "Service Unavailable" }
+local MISSING = { "40001", "Missing Arguments" }
+local BUSINESS = { "40002", "Business Failed" }
+local METHOD = { "40004", "Method Not Supported" }
+
+-- OrderStatus (SPEC.md §8).
+local PROCESSING, COMPLETED = 3, 5
+
+-- card_id and holder_id start above 2^53 so every call exercises exact 64-bit ids.
+local ID_HIGH, ID_LOW = 9007199254, 740992 -- 9007199254740992 = 2^53, split to stay exact
+
+local CALLBACK_DELAYS = { 0.1, 0.2, 0.4 } -- the platform retries hours apart (SPEC.md §7)
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function load_key(config, name, parse, required)
+  local text = config[name]
+  if not text and config[name .. "_file"] then
+    text = read_file(config[name .. "_file"])
+    if not text then error("sandbox: cannot read " .. name .. "_file", 0) end
+  end
+  if not text then
+    if required then error("sandbox: " .. name .. " is required", 0) end
+    return nil
+  end
+  local key, msg = parse(text)
+  if not key then error("sandbox: " .. name .. " is not a usable key (" .. tostring(msg) .. ")", 0) end
+  return key
+end
+
+--- Called from init_by_lua. Keys are given as PEM/base64 text or as *_file paths.
+-- config: app_id, partner_id, platform_private_key, merchant_public_key,
+-- wrong_merchant_public_key (optional, for the wrong_key fault), dict (optional name).
+function M.init(config)
+  local wrong = load_key(config, "wrong_merchant_public_key", core.public_key, false)
+  if not wrong then
+    local _, pub = core.keygen()
+    wrong = assert(core.public_key(pub))
+  end
+  cfg = {
+    app_id = assert(config.app_id, "sandbox: app_id is required"),
+    partner_id = assert(config.partner_id, "sandbox: partner_id is required"),
+    dict = config.dict or "pagsmile_sandbox",
+    platform_key = load_key(config, "platform_private_key", core.private_key, true),
+    merchant_key = load_key(config, "merchant_public_key", core.public_key, true),
+    wrong_key = wrong,
+  }
+  return true
+end
+
+-- Random hex and digits from the kernel, so tokens never repeat across restarts.
+local function random_bytes(n)
+  local f = io.open("/dev/urandom", "rb")
+  local s = f and f:read(n)
+  if f then f:close() end
+  if not s or #s < n then
+    local t = {}
+    for i = 1, n do t[i] = string.char(math.random(0, 255)) end
+    s = table.concat(t)
+  end
+  return s
+end
+
+local function random_hex(n)
+  return (random_bytes(n / 2):gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+local function random_digits(n)
+  return (random_bytes(n):gsub(".", function(c) return tostring(c:byte() % 10) end))
+end
+
+-- State ------------------------------------------------------------------------------------
+
+local function dict()
+  return ngx.shared[cfg.dict]
+end
+
+local function get_json(key)
+  local s = dict():get(key)
+  if not s then return nil end
+  return core.json_decode(s)
+end
+
+local function set_json(key, value)
+  local s = assert(core.json_encode(value))
+  local ok, err = dict():set(key, s)
+  if not ok then error("sandbox: shared dict full (" .. tostring(err) .. ")", 0) end
+end
+
+local function settings()
+  local s = get_json("settings")
+  return type(s) == "table" and s or {}
+end
+
+-- The next id as a decimal string: 2^53 + n, computed in two exact halves.
+local function next_id()
+  local n = dict():incr("seq", 1, 0)
+  local low = ID_LOW + n
+  return string.format("%d%06d", ID_HIGH + math.floor(low / 1000000), low % 1000000)
+end
+
+local function long_string(v)
+  local l = core.long(v)
+  return l and tostring(l) or nil
+end
+
+-- Answers ----------------------------------------------------------------------------------
+
+local function envelope(code, sub_code, sub_msg)
+  return { code = code[1], msg = code[2], sub_code = sub_code, sub_msg = sub_msg,
+           sign_type = "RSA", app_id = cfg.app_id }
+end
+
+local function json_answer(status, value)
+  return { status = status, body = assert(core.json_encode(value)) }
+end
+
+-- Only string fields of the envelope; each rule names the field in the sub_code.
+local TIMESTAMP = "^(%d%d%d%d)%-(%d%d)%-(%d%d) (%d%d):(%d%d):(%d%d)$"
+local ENVELOPE_RULES = {
+  { "timestamp", function(v)
+      local _, mo, d, h, mi, s = v:match(TIMESTAMP)
+      return mo and tonumber(mo) >= 1 and tonumber(mo) <= 12 and tonumber(d) >= 1
+        and tonumber(d) <= 31 and tonumber(h) <= 23 and tonumber(mi) <= 59 and tonumber(s) <= 59
+    end },
+  { "format", function(v) return v == "JSON" end },
+  { "sign_type", function(v) return v == "RSA" end },
+  { "version", function(v) return v == "1.0" or v == "2.0" end },
+  { "request_id", function(v) return #v <= 128 end },
+}
+
+local function check_envelope(req)
+  if req.app_id ~= cfg.app_id then
+    return envelope(BUSINESS, "invalid-app-id", "invalid app_id")
+  end
+  if req.partner_id ~= cfg.partner_id then
+    return envelope(BUSINESS, "invalid-partner-id", "invalid partner_id")
+  end
+  for _, rule in ipairs(ENVELOPE_RULES) do
+    local name, ok = rule[1], rule[2]
+    local v = req[name]
+    if v == nil or v == "" or v == core.null then
+      return envelope(MISSING, "missing-" .. name, name .. " is required")
+    end
+    if type(v) ~= "string" or not ok(v) then
+      return envelope(MISSING, "invalid-" .. name, name .. " is invalid")
+    end
+  end
+  if req.sub_partner_id ~= nil and type(req.sub_partner_id) ~= "string" then
+    return envelope(MISSING, "invalid-sub_partner_id", "sub_partner_id is invalid")
+  end
+  local added, err = dict():add("rid:" .. req.request_id, true, 86400)
+  if not added and err == "exists" then
+    return envelope(BUSINESS, "duplicate-request-id", "request_id already used")
+  end
+  for _, name in ipairs{ "random_key", "biz_data" } do
+    if type(req[name]) ~= "string" or req[name] == "" then
+      return envelope(MISSING, "missing-" .. name, name .. " is required")
+    end
+  end
+  return nil
+end
+
+-- Orders -----------------------------------------------------------------------------------
+
+local function load_order(order_no)
+  return get_json("order:" .. order_no)
+end
+
+local function save_order(order)
+  set_json("order:" .. order.order_no, order)
+end
+
+local function complete(order)
+  order.order_status = COMPLETED
+  order.card_token = "tok_" .. random_hex(24)
+  order.card_pan = order.card_bin .. "******" .. random_digits(4)
+end
+
+-- SPEC.md §5 response fields (§6 adds the three extras).
+local function card_data(order, extras)
+  local data = {
+    card_id = core.long(order.card_id), holder_id = core.long(order.holder_id),
+    holder_name = order.holder_name, order_no = order.order_no,
+    order_status = order.order_status, order_count = order.order_count,
+    card_token = order.card_token, card_pan = order.card_pan,
+    card_scheme = order.card_scheme, card_type = order.card_type,
+    is_share_card = order.is_share_card, card_bin = order.card_bin,
+  }
+  if extras then
+    data.pay_account_num = order.pay_account_num
+    data.initial_balance = order.initial_balance
+    data.card_remark = order.card_remark
+  end
+  return data
+end
+
+-- Callbacks (SPEC.md §7) ---------------------------------------------------------------------
+
+local transport
+
+local function record_callback(entry)
+  local d = dict()
+  local n = d:incr("cb_n", 1, 0)
+  set_json("cb:" .. n, entry)
+end
+
+local function notification(order, plain, request_id)
+  local biz = {
+    order_no = order.order_no, card_token = order.card_token, card_pan = order.card_pan,
+    holder_id = core.long(order.holder_id), holder_name = order.holder_name,
+    card_scheme = order.card_scheme, card_type = order.card_type,
+    order_count = order.order_count, order_status = order.order_status,
+    is_share_card = order.is_share_card,
+  }
+  local note = {
+    partner_id = cfg.partner_id, sub_partner_id = order.sub_partner_id or "",
+    timestamp = os.date("!%Y-%m-%d %H:%M:%S", ngx.time() + 8 * 3600),
+    version = "1.0", request_id = request_id, notify_type = 1,
+  }
+  if plain then
+    note.sign_type, note.biz_data = "", biz
+  else
+    note.sign_type = "RSA"
+    note.random_key, note.biz_data = core.seal(cfg.merchant_key, biz)
+  end
+  return assert(core.json_encode(note))
+end
+
+local deliver
+deliver = function(premature, order_no, url, plain, request_id, attempt)
+  if premature then return end
+  local order = load_order(order_no)
+  if not order then return end
+  transport = transport or require("pagsmile.issuing.transport.ngx").new{
+    user_agent = "pagsmile-sandbox-callback" }
+  local res, err = transport:request{
+    url = url, body = notification(order, plain, request_id), timeout = 5, connect_timeout = 2,
+    headers = { ["Content-Type"] = "application/json; charset=UTF-8" },
+  }
+  local status = res and res.status or 0
+  record_callback{ order_no = order_no, url = url, status = status, attempt = attempt,
+                   error = err and err.kind or nil }
+  if status ~= 200 and CALLBACK_DELAYS[attempt] then
+    ngx.timer.at(CALLBACK_DELAYS[attempt], deliver, order_no, url, plain, request_id, attempt + 1)
+  end
+end
+
+local function schedule_callback(order)
+  local s = settings()
+  local url = s.callback_url
+  if type(url) ~= "string" or url == "" then return end
+  local ok, err = ngx.timer.at(0, deliver, order.order_no, url, s.callback_plain == true,
+                               core.request_id(), 1)
+  if not ok then ngx.log(ngx.ERR, "sandbox: cannot schedule a callback: ", err) end
+end
+
+-- Endpoints ----------------------------------------------------------------------------------
+
+local function apply(req, biz)
+  local d = dict()
+  local order_no = biz.order_no
+  local attempts = d:incr("applies:" .. order_no, 1, 0)
+  if attempts > 1 or load_order(order_no) then
+    return envelope(BUSINESS, "duplicate-order-no", "order_no already exists")
+  end
+  local polls = d:get("pending:" .. order_no)
+  if polls then d:delete("pending:" .. order_no) else polls = tonumber(settings().pending_polls) or 0 end
+  local holder = biz.holder
+  local order = {
+    order_no = order_no,
+    card_id = next_id(),
+    holder_id = biz.holder_id ~= nil and long_string(biz.holder_id) or next_id(),
+    holder_name = type(holder) == "table" and (holder.first_name .. " " .. holder.last_name)
+                  or "Sandbox Holder",
+    order_status = PROCESSING, order_count = 1, card_scheme = 3,
+    card_type = biz.card_type, is_share_card = biz.is_share_card == true,
+    card_bin = biz.card_bin or "658704",
+    card_token = "", card_pan = "",
+    pay_account_num = biz.pay_account_num, initial_balance = biz.initial_balance,
+    card_remark = biz.card_remark,
+    sub_partner_id = req.sub_partner_id or "",
+    polls = polls, queries = 0,
+  }
+  if polls <= 0 then complete(order) end
+  save_order(order)
+  if order.order_status == COMPLETED then schedule_callback(order) end
+  return nil, card_data(order, false)
+end
+
+-- A pending order answers "processing" to its first polls-1 queries; query number `polls`
+-- completes it ("completes after N queries").
+local function query(_, biz)
+  local order = load_order(biz.order_no)
+  if not order then
+    return envelope(BUSINESS, "order-not-found", "order does not exist")
+  end
+  order.queries = (order.queries or 0) + 1
+  local now_complete = order.order_status == PROCESSING and order.queries >= (order.polls or 0)
+  if now_complete then complete(order) end
+  save_order(order)
+  if now_complete then schedule_callback(order) end
+  return nil, card_data(order, true)
+end
+
+local ENDPOINTS = {
+  ["/issuing/card/apply"] = { schema = schema.apply_card, run = apply },
+  ["/issuing/card/query-apply-card-result"] = { schema = schema.query_apply_result, run = query },
+}
+
+local function read_body()
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  if not body then
+    local file = ngx.req.get_body_file()
+    body = file and read_file(file)
+  end
+  return body
+end
+
+local function is_object(v)
+  return type(v) == "table" and v[1] == nil
+end
+
+-- Faults: settings.faults = { {path=, kind=, times=}, ... }; each use counts down.
+local function take_fault(path)
+  local s = settings()
+  if type(s.faults) ~= "table" then return nil end
+  for _, f in ipairs(s.faults) do
+    local times = tonumber(f.times) or 1
+    if times > 0 and (f.path == nil or f.path == "*" or f.path == path) then
+      f.times = times - 1
+      set_json("settings", s)
+      return f.kind
+    end
+  end
+  return nil
+end
+
+-- Returns the answer { status, body } for a request to a business path.
+local function business(path, fault)
+  local endpoint = ENDPOINTS[path]
+  if not endpoint then
+    return json_answer(404, envelope(METHOD, "invalid-method", "unknown method"))
+  end
+  if ngx.req.get_method() ~= "POST" then
+    return json_answer(200, envelope(METHOD, "invalid-http-method", "POST required"))
+  end
+  local body = read_body()
+  local req = body and core.json_decode(body)
+  if not is_object(req) then
+    return json_answer(200, envelope(MISSING, "invalid-request", "body is not a JSON object"))
+  end
+  local bad = check_envelope(req)
+  if bad then return json_answer(200, bad) end
+  local biz = core.unseal(cfg.platform_key, req.random_key, req.biz_data)
+  if not is_object(biz) then
+    return json_answer(200, envelope(BUSINESS, "invalid-signature", "invalid signature"))
+  end
+  local clean, field, reason = schema.validate(endpoint.schema, biz)
+  if not clean then
+    return json_answer(200, envelope(BUSINESS, "invalid-parameter",
+                                     schema.describe_error(field, reason)))
+  end
+  local refused, data = endpoint.run(req, clean)
+  if refused then return json_answer(200, refused) end
+  local answer = envelope(SUCCESS)
+  answer.random_key, answer.data = core.seal(fault == "wrong_key" and cfg.wrong_key or cfg.merchant_key, data)
+  return json_answer(200, answer)
+end
+
+--- content_by_lua for the business paths (and any unknown path).
+function M.handle()
+  local d = dict()
+  local path = ngx.var.uri
+  d:incr("req:" .. path, 1, 0)
+  if ngx.var.connection_requests == "1" then d:incr("connections", 1, 0) end
+
+  local fault = take_fault(path)
+  if fault == "http_500" then
+    ngx.status = 500
+    ngx.header["Content-Type"] = "text/plain"
+    ngx.print("Internal Server Error")
+    return
+  end
+
+  local ok, answer = pcall(business, path, fault)
+  if not ok then
+    ngx.log(ngx.ERR, "sandbox: internal error on ", path, ": ", tostring(answer))
+    answer = json_answer(200, envelope(UNAVAILABLE, "internal-error", "sandbox internal error"))
+  end
+
+  local latency = tonumber(settings().latency_ms)
+  if latency and latency > 0 then ngx.sleep(latency / 1000) end
+
+  if fault == "reset_after" then return ngx.exit(444) end
+  ngx.status = answer.status
+  if fault == "garbage" then
+    ngx.header["Content-Type"] = "text/html"
+    ngx.print("<html>502 gateway " .. random_hex(16) .. "</html>")
+    return
+  end
+  ngx.header["Content-Type"] = "application/json; charset=UTF-8"
+  if fault == "truncated" then
+    ngx.header["Content-Length"] = #answer.body
+    ngx.print(answer.body:sub(1, math.floor(#answer.body / 2)))
+    ngx.flush(true)
+    return ngx.exit(444)
+  end
+  ngx.header["Content-Length"] = #answer.body
+  ngx.print(answer.body)
+end
+
+-- Control API ------------------------------------------------------------------------------
+
+local function orders_view()
+  local d = dict()
+  local out = {}
+  for _, key in ipairs(d:get_keys(0)) do
+    local order_no = key:match("^order:(.*)$")
+    if order_no then
+      local order = load_order(order_no)
+      if order then
+        local v = card_data(order, true)
+        v.applies = d:get("applies:" .. order_no) or 0
+        v.queries = order.queries or 0
+        v.polls = order.polls or 0
+        v.sub_partner_id = order.sub_partner_id
+        out[order_no] = v
+      end
+    end
+  end
+  return out
+end
+
+local function stats_view()
+  local d = dict()
+  local requests = {}
+  for _, key in ipairs(d:get_keys(0)) do
+    local path = key:match("^req:(.*)$")
+    if path then requests[path] = d:get(key) end
+  end
+  local callbacks = {}
+  for i = 1, d:get("cb_n") or 0 do
+    callbacks[#callbacks + 1] = get_json("cb:" .. i)
+  end
+  return { requests = requests, connections = d:get("connections") or 0, callbacks = callbacks }
+end
+
+local function control_answer(status, value)
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json"
+  local body = assert(core.json_encode(value))
+  ngx.header["Content-Length"] = #body
+  ngx.print(body)
+end
+
+--- content_by_lua for /_sandbox/.
+function M.control()
+  local method, path = ngx.req.get_method(), ngx.var.uri
+  local d = dict()
+  if method == "GET" and path == "/_sandbox/stats" then
+    return control_answer(200, stats_view())
+  elseif method == "GET" and path == "/_sandbox/orders" then
+    return control_answer(200, orders_view())
+  elseif method == "GET" and path == "/_sandbox/settings" then
+    return control_answer(200, settings())
+  elseif method == "POST" and path == "/_sandbox/reset" then
+    local seq = d:get("seq")
+    d:flush_all()
+    d:flush_expired()
+    if seq then d:set("seq", seq) end
+    return control_answer(200, { ok = true })
+  end
+  if method ~= "POST" then return control_answer(404, { error = "unknown control call" }) end
+  local body = read_body() or "{}"
+  local input = core.json_decode(body)
+  if not is_object(input) then return control_answer(400, { error = "a JSON object is required" }) end
+  if path == "/_sandbox/settings" then
+    local s = settings()
+    for k, v in pairs(input) do
+      if v == core.null then s[k] = nil else s[k] = v end
+    end
+    set_json("settings", s)
+    return control_answer(200, s)
+  end
+  local order_no = path:match("^/_sandbox/orders/([^/]+)/pending$")
+  if order_no then
+    local polls = tonumber(input.polls)
+    if not polls or polls < 0 then return control_answer(400, { error = "polls must be a number >= 0" }) end
+    d:set("pending:" .. ngx.unescape_uri(order_no), polls)
+    return control_answer(200, { ok = true })
+  end
+  return control_answer(404, { error = "unknown control call" })
+end
+
+return M

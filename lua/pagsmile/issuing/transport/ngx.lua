@@ -1,0 +1,259 @@
+-- luacheck: globals ngx
+-- The non-blocking transport for code running in OpenResty: HTTP/1.1 over ngx.socket.tcp
+-- with the worker's connection pool. Same interface as transport/curl.lua:
+--   t:request{ url, body, headers, timeout, connect_timeout, method }
+--     -> { status, body, headers, connects, time } | nil, { kind, message, sent, retryable }
+local M = { name = "ngx" }
+
+local MAX_BODY = 1024 * 1024
+local MAX_HEADERS = 100
+local DEFAULT_UA = "pagsmile-issuing (ngx)"
+
+local Transport = {}
+Transport.__index = Transport
+
+local lower, find, match, concat = string.lower, string.find, string.match, table.concat
+
+-- Parsed URLs, shared by every transport of the worker; bounded so odd callers cannot grow it.
+local url_cache, url_cache_n = {}, 0
+
+local function parse_url(url)
+  local hit = url_cache[url]
+  if hit then return hit end
+  local scheme, authority, path = match(url, "^(%a[%w+.-]*)://([^/?#]+)([^#]*)")
+  if not scheme then return nil, "bad url" end
+  scheme = lower(scheme)
+  if scheme ~= "http" and scheme ~= "https" then return nil, "unsupported url scheme" end
+  local host, port = match(authority, "^%[([^%]]+)%]:?(%d*)$")
+  if not host then host, port = match(authority, "^([^:]+):?(%d*)$") end
+  if not host or host == "" then return nil, "bad url host" end
+  local tls = scheme == "https"
+  local default_port = tls and 443 or 80
+  port = tonumber(port) or default_port
+  if port < 1 or port > 65535 then return nil, "bad url port" end
+  if path == "" then path = "/" end
+  local host_header = port == default_port and authority:gsub(":%d*$", "") or authority
+  -- nginx resolves names only through a `resolver`; "localhost" needs none.
+  local addr = lower(host) == "localhost" and "127.0.0.1" or host
+  local u = { host = host, addr = addr, port = port, tls = tls, path = path, host_header = host_header }
+  if url_cache_n >= 256 then url_cache, url_cache_n = {}, 0 end
+  url_cache[url], url_cache_n = u, url_cache_n + 1
+  return u
+end
+
+function M.new(opts)
+  opts = opts or {}
+  local self = setmetatable({
+    ssl_verify = opts.ssl_verify ~= false,
+    pool_size = opts.pool_size or 32,
+    keepalive_ms = math.floor((opts.keepalive_timeout or 60) * 1000),
+    user_agent = opts.user_agent or DEFAULT_UA,
+    closed = false,
+  }, Transport)
+  return self
+end
+
+local function fail(kind, message, sent, sock)
+  if sock then sock:close() end
+  return nil, { kind = kind, message = message, sent = sent, retryable = not sent }
+end
+
+-- A receive error after the request went out: the server may have acted on it.
+local function read_fail(err, what, sock)
+  if err == "timeout" then
+    return fail("timeout", "timed out reading the " .. what, true, sock)
+  end
+  return fail("transport", "connection " .. tostring(err) .. " while reading the " .. what, true, sock)
+end
+
+local function read_chunked(sock)
+  local parts, total = {}, 0
+  while true do
+    local line, err = sock:receive("*l")
+    if not line then return nil, err end
+    local size = tonumber(match(line, "^%s*(%x+)"), 16)
+    if not size then return nil, "protocol", "bad chunk size line" end
+    if size == 0 then
+      -- trailers, up to the empty line
+      for _ = 1, MAX_HEADERS do
+        local t, terr = sock:receive("*l")
+        if not t then return nil, terr end
+        if t == "" then return concat(parts) end
+      end
+      return nil, "protocol", "too many trailer lines"
+    end
+    total = total + size
+    if total > MAX_BODY then return nil, "protocol", "response body larger than 1 MiB" end
+    local data, derr = sock:receive(size)
+    if not data then return nil, derr end
+    parts[#parts + 1] = data
+    local crlf, cerr = sock:receive("*l")
+    if not crlf then return nil, cerr end
+    if crlf ~= "" then return nil, "protocol", "bad chunk terminator" end
+  end
+end
+
+local function read_until_close(sock)
+  local parts, total = {}, 0
+  while true do
+    local data, err, partial = sock:receive(8192)
+    data = data or partial
+    if data and data ~= "" then
+      total = total + #data
+      if total > MAX_BODY then return nil, "protocol", "response body larger than 1 MiB" end
+      parts[#parts + 1] = data
+    end
+    if err == "closed" then return concat(parts) end
+    if err then return nil, err end
+  end
+end
+
+-- Status line and header block; 1xx answers are skipped.
+local function read_head(sock)
+  while true do
+    local line, err = sock:receive("*l")
+    if not line then return nil, err end
+    local version, status = match(line, "^HTTP/(%d%.%d) (%d%d%d)")
+    if not version then return nil, "protocol", "bad status line" end
+    status = tonumber(status)
+    local headers, n = {}, 0
+    while true do
+      local h, herr = sock:receive("*l")
+      if not h then return nil, herr end
+      if h == "" then break end
+      n = n + 1
+      if n > MAX_HEADERS then return nil, "protocol", "too many header lines" end
+      local name, value = match(h, "^([^:%s]+)%s*:%s*(.-)%s*$")
+      if not name then return nil, "protocol", "bad header line" end
+      name = lower(name)
+      local prev = headers[name]
+      headers[name] = prev and (prev .. ", " .. value) or value
+    end
+    if status >= 200 or status == 101 then return version, status, headers end
+  end
+end
+
+local SKIP = { host = true, ["content-length"] = true, connection = true,
+               ["user-agent"] = true, ["transfer-encoding"] = true }
+
+function Transport:request(req)
+  if self.closed then
+    return nil, { kind = "transport", message = "transport is closed", sent = false, retryable = false }
+  end
+  ngx.update_time()
+  local started = ngx.now()
+  local u, uerr = parse_url(req.url)
+  if not u then return fail("transport", uerr, false) end
+  local timeout = req.timeout or 30
+  local connect_timeout = math.min(req.connect_timeout or timeout, timeout)
+  local body = req.body or ""
+  local verify = u.tls and self.ssl_verify or false
+
+  local sock = ngx.socket.tcp()
+  local ms = math.max(1, math.floor(connect_timeout * 1000))
+  local rest = math.max(1, math.floor(timeout * 1000))
+  sock:settimeouts(ms, rest, rest)
+  local pool = u.host .. ":" .. u.port .. ":" .. (u.tls and "tls" or "plain") .. ":"
+               .. (verify and "verify" or "noverify") .. ":" .. u.host
+  local ok, err = sock:connect(u.addr, u.port, { pool = pool, pool_size = self.pool_size })
+  if not ok then
+    if err == "timeout" then return fail("timeout", "timed out connecting", false, sock) end
+    return fail("transport", "could not connect: " .. tostring(err), false, sock)
+  end
+  local reused = sock:getreusedtimes() or 0
+  if u.tls and reused == 0 then
+    local sess, serr = sock:sslhandshake(false, u.host, verify)
+    -- ngx_lua 0.10.23 can report success for a handshake that failed verification when it
+    -- completed asynchronously; the socket is closed by then, which getreusedtimes reveals.
+    if sess and not sock:getreusedtimes() then sess, serr = nil, "certificate verify failed" end
+    if not sess then
+      if serr == "timeout" then return fail("timeout", "timed out in the TLS handshake", false, sock) end
+      return fail("transport", "TLS handshake failed: " .. tostring(serr), false, sock)
+    end
+  end
+
+  ngx.update_time()
+  local remaining = timeout - (ngx.now() - started)
+  if remaining <= 0 then return fail("timeout", "deadline reached before sending", false, sock) end
+  rest = math.max(1, math.floor(remaining * 1000))
+  sock:settimeouts(ms, rest, rest)
+
+  local lines = {
+    (req.method or "POST"), " ", u.path, " HTTP/1.1\r\n",
+    "Host: ", u.host_header, "\r\n",
+    "User-Agent: ", self.user_agent, "\r\n",
+    "Connection: keep-alive\r\n",
+    "Content-Length: ", tostring(#body), "\r\n",
+  }
+  for name, value in pairs(req.headers or {}) do
+    if not SKIP[lower(name)] then
+      if find(name, "[\r\n:]") or find(tostring(value), "[\r\n]") then
+        return fail("transport", "bad request header", false, sock)
+      end
+      local n = #lines
+      lines[n + 1], lines[n + 2], lines[n + 3], lines[n + 4] = name, ": ", tostring(value), "\r\n"
+    end
+  end
+  lines[#lines + 1] = "\r\n"
+  lines[#lines + 1] = body
+  local sent_ok, serr = sock:send(lines)
+  if not sent_ok then
+    if serr == "timeout" then return fail("timeout", "timed out sending the request", true, sock) end
+    return fail("transport", "connection " .. tostring(serr) .. " while sending", true, sock)
+  end
+
+  local version, status, headers = read_head(sock)
+  if not version then
+    if status == "protocol" then return fail("protocol", headers, true, sock) end
+    return read_fail(status, "response head", sock)
+  end
+
+  local conn = lower(headers["connection"] or "")
+  local keep = not find(conn, "close", 1, true) and (version ~= "1.0" or find(conn, "keep-alive", 1, true))
+  local res_body, berr, bmsg
+  local te = lower(headers["transfer-encoding"] or "")
+  local clen = headers["content-length"]
+  if status == 204 or status == 304 or (req.method or "POST") == "HEAD" then
+    res_body = ""
+  elseif te ~= "" and te ~= "identity" then
+    if not find(te, "chunked", 1, true) then
+      return fail("protocol", "unsupported transfer-encoding", true, sock)
+    end
+    res_body, berr, bmsg = read_chunked(sock)
+  elseif clen then
+    local n = tonumber(match(clen, "^%s*(%d+)%s*$"))
+    if not n then return fail("protocol", "bad content-length", true, sock) end
+    if n > MAX_BODY then return fail("protocol", "response body larger than 1 MiB", true, sock) end
+    if n == 0 then res_body = "" else res_body, berr = sock:receive(n) end
+  else
+    keep = false
+    res_body, berr, bmsg = read_until_close(sock)
+  end
+  if not res_body then
+    if berr == "protocol" then return fail("protocol", bmsg, true, sock) end
+    return read_fail(berr, "response body", sock)
+  end
+
+  if keep then
+    local kok = sock:setkeepalive(self.keepalive_ms, self.pool_size)
+    if not kok then sock:close() end
+  else
+    sock:close()
+  end
+  ngx.update_time()
+  return {
+    status = status,
+    body = res_body,
+    headers = headers,
+    connects = reused == 0 and 1 or 0,
+    time = ngx.now() - started,
+  }
+end
+
+-- Pooled connections belong to the worker, not to this object: nothing to release but a flag.
+function Transport:close()
+  self.closed = true
+  return true
+end
+
+return M

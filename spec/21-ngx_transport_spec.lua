@@ -1,0 +1,275 @@
+-- The cosocket transport (transport/ngx.lua), driven inside a real nginx ("proxy") against a
+-- second real nginx ("upstream", plain and TLS). The proxy's /t location makes the request
+-- described by its query string and reports the result in X-* headers.
+local http = require "socket.http"
+local ltn12 = require "ltn12"
+local nginx = require "sandbox.nginx"
+local tls = require "sandbox.tls"
+
+local HANDLER = [[
+  local t = require("pagsmile.issuing.transport.ngx").new{ ssl_verify = ngx.var.arg_verify ~= "0" }
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data() or ""
+  local scheme = ngx.var.arg_tls == "1" and "https" or "http"
+  local url = scheme .. "://" .. (ngx.var.arg_host or "127.0.0.1") .. ":" .. ngx.var.arg_port
+              .. ngx.unescape_uri(ngx.var.arg_path or "/echo")
+  local connects, res, err = 0, nil, nil
+  for _ = 1, tonumber(ngx.var.arg_n) or 1 do
+    res, err = t:request{ url = url, body = body, timeout = tonumber(ngx.var.arg_timeout) or 5,
+                          connect_timeout = 2,
+                          headers = { ["Content-Type"] = "application/json; charset=UTF-8" } }
+    if not res then break end
+    connects = connects + res.connects
+  end
+  ngx.header["X-Connects"] = connects
+  if res then
+    ngx.header["X-Status"] = res.status
+    ngx.header["X-Time"] = res.time
+    ngx.print(res.body)
+  else
+    ngx.status = 502
+    ngx.header["X-Kind"] = err.kind
+    ngx.header["X-Sent"] = tostring(err.sent)
+    ngx.header["X-Retryable"] = tostring(err.retryable)
+    ngx.print(err.message)
+  end
+]]
+
+local function binary_body(n)
+  local t = {}
+  for i = 1, n do t[i] = string.char((i * 7 + 3) % 256) end
+  return table.concat(t)
+end
+
+describe("ngx transport", function()
+  local upstream, proxy, tls_port, tls_port2, refused_port, certs
+
+  lazy_setup(function()
+    -- free_port() hands back a port it released: keep the three distinct
+    local ports = {}
+    while #ports < 3 do
+      local p = nginx.free_port()
+      if p ~= ports[1] and p ~= ports[2] then ports[#ports + 1] = p end
+    end
+    tls_port, tls_port2 = ports[2], ports[3]
+    upstream = nginx.start{
+      name = "upstream",
+      port = ports[1],
+      prepare = function(prefix, vars)
+        certs = assert(tls.make(prefix))
+        vars.cert, vars.key, vars.tls_port = certs.cert_file, certs.key_file, tostring(tls_port)
+        vars.tls_port2 = tostring(tls_port2)
+      end,
+      http = [[
+        lua_shared_dict up 1m;
+        client_body_buffer_size 4m;
+        client_max_body_size 4m;
+        server {
+          listen 127.0.0.1:${port};
+          listen 127.0.0.1:${tls_port} ssl;
+          listen 127.0.0.1:${tls_port2} ssl;
+          ssl_certificate ${cert};
+          ssl_certificate_key ${key};
+          location / {
+            content_by_lua_block {
+              if ngx.var.connection_requests == "1" and ngx.var.uri ~= "/connections" then
+                ngx.shared.up:incr("connections", 1, 0)
+              end
+              ngx.req.read_body()
+              local body = ngx.req.get_body_data() or ""
+              local uri = ngx.var.uri
+              if uri == "/echo" then
+                ngx.header.content_length = #body
+                ngx.print(body)
+              elseif uri == "/chunked" then
+                local third = math.floor(#body / 3)
+                ngx.print(body:sub(1, third)); ngx.flush(true)
+                ngx.print(body:sub(third + 1, 2 * third)); ngx.flush(true)
+                ngx.print(body:sub(2 * third + 1))
+              elseif uri == "/headers" then
+                ngx.print(table.concat({ ngx.var.request_method, ngx.var.http_host,
+                  ngx.var.http_content_type, ngx.var.http_connection,
+                  ngx.var.http_content_length, ngx.var.http_user_agent }, "|"))
+              elseif uri == "/slow" then
+                ngx.sleep(3)
+                ngx.print("late")
+              elseif uri == "/big" then
+                ngx.header.content_length = 2 * 1024 * 1024
+                ngx.print(string.rep("x", 2 * 1024 * 1024))
+              elseif uri == "/status" then
+                ngx.status = 503
+                ngx.print("busy")
+              elseif uri == "/connections" then
+                ngx.print(ngx.shared.up:get("connections") or 0)
+              else
+                ngx.exit(404)
+              end
+            }
+          }
+          location /close {
+            keepalive_timeout 0;
+            content_by_lua_block { ngx.print("bye") }
+          }
+        }
+      ]],
+    }
+    refused_port = nginx.free_port()
+    proxy = nginx.start{
+      name = "proxy",
+      prepare = function(_, vars) vars.ca = certs.ca_file end,
+      http = [[
+        client_body_buffer_size 4m;
+        client_max_body_size 4m;
+        server {
+          listen 127.0.0.1:${port};
+          location /t {
+            lua_ssl_trusted_certificate ${ca};
+            lua_ssl_verify_depth 2;
+            content_by_lua_block { ]] .. HANDLER .. [[ }
+          }
+          location /t_noca {
+            content_by_lua_block { ]] .. HANDLER .. [[ }
+          }
+        }
+      ]],
+    }
+  end)
+
+  lazy_teardown(function()
+    if proxy then proxy.stop() end
+    if upstream then upstream.stop() end
+  end)
+
+  local function call(query, body, location)
+    local out = {}
+    local _, code, headers = http.request{
+      url = proxy.url .. (location or "/t") .. "?" .. query,
+      method = "POST",
+      source = ltn12.source.string(body or ""),
+      headers = { ["Content-Length"] = tostring(#(body or "")) },
+      sink = ltn12.sink.table(out),
+    }
+    return code, headers or {}, table.concat(out)
+  end
+
+  local function upstream_connections()
+    local b = http.request(upstream.url .. "/connections")
+    return tonumber(b)
+  end
+
+  it("sends the body and returns it exactly (Content-Length answer)", function()
+    local body = binary_body(70000)
+    local code, h, got = call("port=" .. upstream.port .. "&path=/echo", body)
+    assert.are.equal(200, code)
+    assert.are.equal("200", h["x-status"])
+    assert.are.equal(#body, #got)
+    assert.is_true(body == got)
+  end)
+
+  it("reads a chunked answer", function()
+    local body = binary_body(200000)
+    local code, h, got = call("port=" .. upstream.port .. "&path=/chunked", body)
+    assert.are.equal(200, code)
+    assert.are.equal("200", h["x-status"])
+    assert.are.equal(#body, #got)
+    assert.is_true(body == got)
+  end)
+
+  it("sends Host, Content-Length, Connection, User-Agent and the caller's headers", function()
+    local code, _, got = call("port=" .. upstream.port .. "&path=/headers", "{}")
+    assert.are.equal(200, code)
+    assert.are.equal("POST|127.0.0.1:" .. upstream.port .. "|application/json; charset=UTF-8|keep-alive|2|"
+                     .. "pagsmile-issuing (ngx)", got)
+  end)
+
+  it("passes a non-200 status through as an answer, not an error", function()
+    local code, h, got = call("port=" .. upstream.port .. "&path=/status", "")
+    assert.are.equal(200, code)
+    assert.are.equal("503", h["x-status"])
+    assert.are.equal("busy", got)
+  end)
+
+  it("keeps the connection alive: 10 requests, 1 connection", function()
+    local before = upstream_connections()
+    local code, h = call("n=10&port=" .. upstream.port .. "&path=/echo", "ping")
+    assert.are.equal(200, code)
+    -- the pool may already hold a connection from an earlier spec: 0 or 1 new ones
+    assert.is_true(tonumber(h["x-connects"]) <= 1)
+    assert.is_true(upstream_connections() - before <= 1)
+    -- a second batch reuses the pooled connection
+    local before2 = upstream_connections()
+    code, h = call("n=10&port=" .. upstream.port .. "&path=/echo", "ping")
+    assert.are.equal(200, code)
+    assert.are.equal("0", h["x-connects"])
+    assert.are.equal(before2, upstream_connections())
+  end)
+
+  it("does not reuse a connection the server closes", function()
+    local code, h, got = call("n=3&port=" .. upstream.port .. "&path=/close", "")
+    assert.are.equal(200, code)
+    assert.are.equal("bye", got)
+    -- the first request may take a pooled connection; the next two must open new ones
+    assert.is_true(tonumber(h["x-connects"]) >= 2)
+    code, h = call("port=" .. upstream.port .. "&path=/echo", "")
+    assert.are.equal(200, code)
+    assert.are.equal("1", h["x-connects"])
+  end)
+
+  it("refused port: transport error, not sent, retryable", function()
+    local code, h = call("port=" .. refused_port .. "&path=/echo", "x")
+    assert.are.equal(502, code)
+    assert.are.equal("transport", h["x-kind"])
+    assert.are.equal("false", h["x-sent"])
+    assert.are.equal("true", h["x-retryable"])
+  end)
+
+  it("slow upstream: timeout after sending, not retryable", function()
+    local code, h = call("timeout=0.5&port=" .. upstream.port .. "&path=/slow", "x")
+    assert.are.equal(502, code)
+    assert.are.equal("timeout", h["x-kind"])
+    assert.are.equal("true", h["x-sent"])
+    assert.are.equal("false", h["x-retryable"])
+  end)
+
+  it("refuses an answer larger than 1 MiB as a protocol error", function()
+    local code, h = call("port=" .. upstream.port .. "&path=/big", "")
+    assert.are.equal(502, code)
+    assert.are.equal("protocol", h["x-kind"])
+  end)
+
+  it("TLS with the test CA: verified, body exact, keep-alive", function()
+    local body = binary_body(5000)
+    local code, h, got = call("tls=1&n=5&port=" .. tls_port .. "&path=/echo", body)
+    assert.are.equal(200, code)
+    assert.are.equal("200", h["x-status"])
+    assert.is_true(body == got)
+    assert.is_true(tonumber(h["x-connects"]) <= 1)
+  end)
+
+  it("TLS by name (localhost) verifies too", function()
+    local code, h, got = call("tls=1&host=localhost&port=" .. tls_port .. "&path=/echo", "hello")
+    assert.are.equal(200, code, got)
+    assert.are.equal("200", h["x-status"])
+    assert.are.equal("hello", got)
+  end)
+
+  it("TLS without the CA: transport error, not sent", function()
+    -- a port of its own, so no connection verified earlier is in the pool
+    local code, h, got = call("tls=1&port=" .. tls_port2 .. "&path=/echo", "x", "/t_noca")
+    assert.are.equal(502, code, got)
+    assert.are.equal("transport", h["x-kind"], got)
+    assert.are.equal("false", h["x-sent"], got)
+    assert.is_truthy(got:find("TLS", 1, true))
+  end)
+
+  it("TLS without verification works without the CA (a separate pool)", function()
+    local code, h, got = call("tls=1&verify=0&port=" .. tls_port2 .. "&path=/echo", "plain", "/t_noca")
+    assert.are.equal(200, code)
+    assert.are.equal("200", h["x-status"])
+    assert.are.equal("plain", got)
+  end)
+
+  it("logs no request bodies", function()
+    assert.is_nil(proxy.error_log():find("ping", 1, true))
+  end)
+end)
