@@ -40,6 +40,9 @@ sandbox: deps build
 lint:
 	luacheck lua spec examples tools/*.lua
 
+bench: deps build
+	@tools/bench
+
 valgrind: deps build
 	@tools/run-specs --valgrind
 
