@@ -197,6 +197,26 @@ describe("seal and open #core", function()
         (core.open(merchant_priv, core.json_encode { code = "10000", random_key = good_rk, data = good_data })))
     end)
 
+    it("gives no padding oracle: every wrong random_key fails the same way", function()
+      local rk, data = core.seal(merchant_pub, { card_token = "tok" })
+      local other = core.public_key(helpers.keypair("other").public_pem)
+      local foreign_rk = core.seal(other, { card_token = "tok" })          -- bad PKCS#1 padding for us
+      local tampered = rk:sub(1, 10) .. (rk:sub(11, 11) == "A" and "B" or "A") .. rk:sub(12)
+      helpers.write_file(dir .. "/short.bin", "12345")                     -- well padded, not an AES key
+      helpers.write_file(dir .. "/merchant.pub", merchant.public_pem)
+      local short_rk = helpers.sh("openssl pkeyutl -encrypt -pubin -inkey " .. dir .. "/merchant.pub"
+        .. " -pkeyopt rsa_padding_mode:pkcs1 -in " .. dir .. "/short.bin | base64 -w0")
+      local _, wrong_data = core.seal(merchant_pub, { card_token = "x" })  -- good key, other data
+      local messages = {}
+      for _, pair in ipairs { { foreign_rk, data }, { tampered, data }, { short_rk, data }, { rk, wrong_data } } do
+        local v, err = core.open(merchant_priv, core.json_encode { code = "10000", random_key = pair[1], data = pair[2] })
+        assert.is_nil(v)
+        messages[#messages + 1] = err.message
+      end
+      for i = 2, #messages do assert.equal(messages[1], messages[i]) end
+      assert.matches("do not decrypt with the merchant private key", messages[1])
+    end)
+
     it("decrypted bytes that are not JSON are a protocol error", function()
       helpers.write_file(dir .. "/plain.json", "not json at all")
       local ct = helpers.sh("openssl enc -aes-128-cbc -K " .. helpers.hex(KEY) .. " -iv "

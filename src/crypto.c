@@ -550,13 +550,19 @@ static int unseal(lua_State *L, key_ud *k, const char *rk64, size_t rk64len, ses
     if (rklen <= 0) return fail(err, errlen, "random_key is not valid Base64");
     if ((size_t)rklen != (size_t)EVP_PKEY_get_size(k->pkey))
       return fail(err, errlen, "random_key has the wrong length for the key (truncated?)");
-    if (EVP_PKEY_decrypt(k->ctx, key, &keylen, rk, (size_t)rklen) != 1) {
-      OPENSSL_cleanse(key, sizeof key);
-      return fail(err, errlen, "random_key does not decrypt with the merchant private key");
-    }
-    if (!aes_cbc(keylen)) {
-      OPENSSL_cleanse(key, sizeof key);
-      return fail(err, errlen, "random_key does not hold an AES key (wrong key pair?)");
+    /*
+     * Implicit rejection: a random_key that does not decrypt to an AES key goes on with a
+     * random key, so it fails exactly like a wrong-but-well-formed key (bad AES padding).
+     * A callback endpoint then cannot serve as a PKCS#1 v1.5 padding oracle (OpenSSL 3.0,
+     * Debian's, does not do this itself).
+     */
+    if (EVP_PKEY_decrypt(k->ctx, key, &keylen, rk, (size_t)rklen) != 1 || !aes_cbc(keylen)) {
+      ERR_clear_error();
+      keylen = AES_KEY_LEN;
+      if (RAND_bytes(key, (int)keylen) != 1) {
+        OPENSSL_cleanse(key, sizeof key);
+        return fail(err, errlen, "the random generator failed");
+      }
     }
   } else if (session && session->len) {
     memcpy(key, session->key, session->len);
@@ -584,7 +590,8 @@ static int unseal(lua_State *L, key_ud *k, const char *rk64, size_t rk64len, ses
     plen = aes_crypt(0, key, keylen, (const unsigned char *)data, buf->p + (n - IV_LEN),
                      (size_t)ctlen, buf->p);
     if (plen < 0) {
-      fail(err, errlen, "encrypted data does not decrypt (bad padding: wrong key?)");
+      fail(err, errlen, "random_key and data do not decrypt with the merchant private key "
+                        "(wrong key pair, or altered in transit)");
       ok = 0;
     } else {
       buf->len = (size_t)plen;
