@@ -214,7 +214,7 @@ describe("seal and open #core", function()
         messages[#messages + 1] = err.message
       end
       for i = 2, #messages do assert.equal(messages[1], messages[i]) end
-      assert.matches("do not decrypt with the merchant private key", messages[1])
+      assert.matches("do not decrypt to JSON with the merchant private key", messages[1])
     end)
 
     it("decrypted bytes that are not JSON are a protocol error", function()
@@ -224,7 +224,7 @@ describe("seal and open #core", function()
       local _, _, session = core.seal(platform_pub, {}, KEY, IV)
       local data, err = core.open(merchant_priv, core.json_encode { code = "10000", data = IV .. ct }, session)
       assert.is_nil(data)
-      assert.matches("not JSON", err.message)
+      assert.matches("do not decrypt to JSON", err.message)
       assert.is_nil(err.message:find("not json at all", 1, true))
     end)
 

@@ -535,6 +535,10 @@ static int session_gc(lua_State *L) {
  * Unseal: random_key + IV-prefixed ciphertext → decoded JSON value (pushed), or 0 and err.
  * Either random_key (decrypted with the private key) or a session's key gives the AES key.
  */
+#define UNDECRYPTABLE \
+  "random_key and data do not decrypt to JSON with the merchant private key (wrong key pair, " \
+  "or altered in transit)"
+
 static int unseal(lua_State *L, key_ud *k, const char *rk64, size_t rk64len, session_ud *session,
                   const char *data, size_t n, char *err, size_t errlen) {
   unsigned char rk[RSA_MAX_BYTES], key[RSA_MAX_BYTES];
@@ -590,8 +594,7 @@ static int unseal(lua_State *L, key_ud *k, const char *rk64, size_t rk64len, ses
     plen = aes_crypt(0, key, keylen, (const unsigned char *)data, buf->p + (n - IV_LEN),
                      (size_t)ctlen, buf->p);
     if (plen < 0) {
-      fail(err, errlen, "random_key and data do not decrypt with the merchant private key "
-                        "(wrong key pair, or altered in transit)");
+      fail(err, errlen, UNDECRYPTABLE);
       ok = 0;
     } else {
       buf->len = (size_t)plen;
@@ -599,9 +602,14 @@ static int unseal(lua_State *L, key_ud *k, const char *rk64, size_t rk64len, ses
   }
   OPENSSL_cleanse(key, sizeof key);
   if (ok) {
-    char jerr[PAGSMILE_ERRLEN - 32];
+    /*
+     * Same message as bad padding, and no position: telling "padding was right but the
+     * plaintext is not JSON" apart would be a CBC padding oracle on a captured answer.
+     */
+    char jerr[PAGSMILE_ERRLEN];
     ok = pagsmile_json_decode(L, (const char *)buf->p, buf->len, jerr, sizeof jerr);
-    if (!ok) snprintf(err, errlen, "decrypted data is not JSON (%s)", jerr);
+    OPENSSL_cleanse(jerr, sizeof jerr);
+    if (!ok) fail(err, errlen, UNDECRYPTABLE);
   }
   pagsmile_buf_wipe(buf);
   if (ok)
