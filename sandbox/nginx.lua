@@ -95,7 +95,10 @@ http {
 -- opts.http: the body of the http block (use ${port} and ${prefix} placeholders freely);
 -- opts.main: extra main-level directives; opts.port: a fixed port; opts.log_level;
 -- opts.prepare(prefix, vars): called before the config is written (make keys, certificates;
--- values it sets in vars become placeholders too).
+-- values it sets in vars become placeholders too);
+-- opts.conf: a whole nginx.conf template in place of the built-in one (it must keep
+-- `pid logs/nginx.pid;`; opts.http is then unused);
+-- opts.env: { NAME = value } in nginx's environment (its config passes them on with `env NAME;`).
 -- Returns a server: { port, prefix, url, stop(), error_log() }.
 function M.start(opts)
   local port = opts.port or M.free_port()
@@ -111,12 +114,22 @@ function M.start(opts)
       error(err, 2)
     end
   end
-  vars.http = fill(opts.http)
+  vars.http = fill(opts.http or "")
   vars.main = fill(vars.main)
-  write_file(prefix .. "/conf/nginx.conf", fill(CONF))
+  write_file(prefix .. "/conf/nginx.conf", fill(opts.conf or CONF))
   for name, text in pairs(opts.files or {}) do write_file(prefix .. "/" .. name, fill(text)) end
-  if not sh("nginx -q -p " .. prefix .. " -c conf/nginx.conf -e logs/error.log") then
-    error("nginx did not start; log:\n" .. (read_file(prefix .. "/logs/error.log") or ""))
+  local env = {}
+  for name, value in pairs(opts.env or {}) do
+    assert(name:match("^[%a_][%w_]*$"), "bad environment variable name")
+    env[#env + 1] = name .. "='" .. tostring(value):gsub("'", "'\\''") .. "' "
+  end
+  table.sort(env)
+  local cmd = (#env > 0 and ("env " .. table.concat(env)) or "")
+              .. "nginx -q -p " .. prefix .. " -c conf/nginx.conf -e logs/error.log 2>" .. prefix .. "/logs/stderr.log"
+  if not sh(cmd) then
+    local log = (read_file(prefix .. "/logs/stderr.log") or "") .. (read_file(prefix .. "/logs/error.log") or "")
+    if not os.getenv("PAGSMILE_KEEP_TMP") then sh("rm -rf " .. prefix) end
+    error("nginx did not start; log:\n" .. log)
   end
   if not wait_port(port, 5) then
     error("nginx is not listening on " .. port .. "; log:\n" .. (read_file(prefix .. "/logs/error.log") or ""))

@@ -66,17 +66,26 @@ local function read_fail(err, what, sock)
   return fail("transport", "connection " .. tostring(err) .. " while reading the " .. what, true, sock)
 end
 
-local function read_chunked(sock)
+-- Socket timeouts count per operation, and an answer may come in many pieces: every read
+-- gets only what is left of the request's own deadline.
+local function recv(sock, deadline, pattern)
+  local left = deadline - ngx.now()
+  if left <= 0 then return nil, "timeout" end
+  sock:settimeout(math.max(1, math.floor(left * 1000)))
+  return sock:receive(pattern)
+end
+
+local function read_chunked(sock, deadline)
   local parts, total = {}, 0
   while true do
-    local line, err = sock:receive("*l")
+    local line, err = recv(sock, deadline, "*l")
     if not line then return nil, err end
     local size = tonumber(match(line, "^%s*(%x+)"), 16)
     if not size then return nil, "protocol", "bad chunk size line" end
     if size == 0 then
       -- trailers, up to the empty line
       for _ = 1, MAX_HEADERS do
-        local t, terr = sock:receive("*l")
+        local t, terr = recv(sock, deadline, "*l")
         if not t then return nil, terr end
         if t == "" then return concat(parts) end
       end
@@ -84,19 +93,19 @@ local function read_chunked(sock)
     end
     total = total + size
     if total > MAX_BODY then return nil, "protocol", "response body larger than 1 MiB" end
-    local data, derr = sock:receive(size)
+    local data, derr = recv(sock, deadline, size)
     if not data then return nil, derr end
     parts[#parts + 1] = data
-    local crlf, cerr = sock:receive("*l")
+    local crlf, cerr = recv(sock, deadline, "*l")
     if not crlf then return nil, cerr end
     if crlf ~= "" then return nil, "protocol", "bad chunk terminator" end
   end
 end
 
-local function read_until_close(sock)
+local function read_until_close(sock, deadline)
   local parts, total = {}, 0
   while true do
-    local data, err, partial = sock:receive(8192)
+    local data, err, partial = recv(sock, deadline, 8192)
     data = data or partial
     if data and data ~= "" then
       total = total + #data
@@ -109,16 +118,16 @@ local function read_until_close(sock)
 end
 
 -- Status line and header block; 1xx answers are skipped.
-local function read_head(sock)
+local function read_head(sock, deadline)
   while true do
-    local line, err = sock:receive("*l")
+    local line, err = recv(sock, deadline, "*l")
     if not line then return nil, err end
     local version, status = match(line, "^HTTP/(%d%.%d) (%d%d%d)")
     if not version then return nil, "protocol", "bad status line" end
     status = tonumber(status)
     local headers, n = {}, 0
     while true do
-      local h, herr = sock:receive("*l")
+      local h, herr = recv(sock, deadline, "*l")
       if not h then return nil, herr end
       if h == "" then break end
       n = n + 1
@@ -202,7 +211,8 @@ function Transport:request(req)
     return fail("transport", "connection " .. tostring(serr) .. " while sending", true, sock)
   end
 
-  local version, status, headers = read_head(sock)
+  local deadline = started + timeout
+  local version, status, headers = read_head(sock, deadline)
   if not version then
     if status == "protocol" then return fail("protocol", headers, true, sock) end
     return read_fail(status, "response head", sock)
@@ -219,15 +229,15 @@ function Transport:request(req)
     if not find(te, "chunked", 1, true) then
       return fail("protocol", "unsupported transfer-encoding", true, sock)
     end
-    res_body, berr, bmsg = read_chunked(sock)
+    res_body, berr, bmsg = read_chunked(sock, deadline)
   elseif clen then
     local n = tonumber(match(clen, "^%s*(%d+)%s*$"))
     if not n then return fail("protocol", "bad content-length", true, sock) end
     if n > MAX_BODY then return fail("protocol", "response body larger than 1 MiB", true, sock) end
-    if n == 0 then res_body = "" else res_body, berr = sock:receive(n) end
+    if n == 0 then res_body = "" else res_body, berr = recv(sock, deadline, n) end
   else
     keep = false
-    res_body, berr, bmsg = read_until_close(sock)
+    res_body, berr, bmsg = read_until_close(sock, deadline)
   end
   if not res_body then
     if berr == "protocol" then return fail("protocol", bmsg, true, sock) end
