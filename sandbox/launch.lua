@@ -3,7 +3,9 @@
 -- runs under any of the four runtimes in the calling process.
 --   local sb = require("sandbox.launch").start{ port = nil, callback_url = nil, tls = false }
 --   sb:client_options(); sb:settings{...}; sb:pending(order_no, polls); sb:stats();
---   sb:orders(); sb:reset(); sb:stop(); sb:error_log()
+--   sb:orders(); sb:reset(); sb:stop(); sb:error_log(); sb:faults{...}
+--   launch.start{ port = old.port, keys = old.keys } brings a stopped sandbox back with the
+--   same keys, so clients made for the old one work with the new one.
 local http = require "socket.http"
 local ltn12 = require "ltn12"
 local core = require "pagsmile.issuing.core"
@@ -67,7 +69,8 @@ local function control(self, method, path, value)
   return core.json_decode(table.concat(out))
 end
 
---- opts: port (fixed port, else a free one), callback_url, tls (boolean), log_level.
+--- opts: port (fixed port, else a free one), callback_url, tls (boolean), log_level,
+-- keys (the `keys` table of an earlier sandbox: reuse its key pairs instead of new ones).
 function M.start(opts)
   opts = opts or {}
   local keys = {}
@@ -78,16 +81,21 @@ function M.start(opts)
     prepare = function(prefix, vars)
       local dir = prefix .. "/keys"
       assert(os.execute("mkdir -m 700 '" .. dir .. "'"))
-      local platform_private, platform_public = core.keygen()
-      local merchant_private, merchant_public = core.keygen()
-      local _, wrong_public = core.keygen()
+      local k = opts.keys or {}
+      local platform_private, platform_public = k.platform_private, k.platform_public
+      if not platform_private then platform_private, platform_public = core.keygen() end
+      local merchant_private, merchant_public = k.merchant_private, k.merchant_public
+      if not merchant_private then merchant_private, merchant_public = core.keygen() end
+      local wrong_public = k.wrong_merchant_public
+      if not wrong_public then wrong_public = select(2, core.keygen()) end
       write_private(dir .. "/platform_private.pem", platform_private)
       write_private(dir .. "/platform_public.pem", platform_public)
       write_private(dir .. "/merchant_private.pem", merchant_private)
       write_private(dir .. "/merchant_public.pem", merchant_public)
       write_private(dir .. "/wrong_merchant_public.pem", wrong_public)
-      keys.platform_public, keys.merchant_private, keys.merchant_public =
-        platform_public, merchant_private, merchant_public
+      keys.set = { platform_private = platform_private, platform_public = platform_public,
+                   merchant_private = merchant_private, merchant_public = merchant_public,
+                   wrong_merchant_public = wrong_public }
       keys.dir = dir
       vars.app_id, vars.partner_id = M.APP_ID, M.PARTNER_ID
       vars.ssl, vars.tls_directives = "", ""
@@ -112,9 +120,11 @@ function M.start(opts)
     url = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. srv.port,
     app_id = M.APP_ID,
     partner_id = M.PARTNER_ID,
-    platform_public_key = keys.platform_public,
-    merchant_private_key = keys.merchant_private,
-    merchant_public_key = keys.merchant_public,
+    platform_public_key = keys.set.platform_public,
+    merchant_private_key = keys.set.merchant_private,
+    merchant_public_key = keys.set.merchant_public,
+    -- every key pair of this sandbox, private halves included (tests only: they are throwaway)
+    keys = keys.set,
     keys_dir = keys.dir,
     ca_file = keys.ca_file,
     tls = opts.tls and true or false,
@@ -144,6 +154,11 @@ end
 function Sandbox:settings(values) return call(self, "POST", "/_sandbox/settings", values or {}) end
 function Sandbox:pending(order_no, polls)
   return call(self, "POST", "/_sandbox/orders/" .. order_no .. "/pending", { polls = polls })
+end
+--- Replaces the fault list (see sandbox.lua); nil or {} clears it. (A JSON null cannot
+-- clear a setting: core.json_decode leaves null members out, so false is sent.)
+function Sandbox:faults(list)
+  return call(self, "POST", "/_sandbox/settings", { faults = list and list[1] and list or false })
 end
 function Sandbox:stats() return call(self, "GET", "/_sandbox/stats") end
 function Sandbox:orders() return call(self, "GET", "/_sandbox/orders") end

@@ -345,22 +345,46 @@ local function is_object(v)
   return type(v) == "table" and v[1] == nil
 end
 
--- Faults: settings.faults = { {path=, kind=, times=}, ... }; each use counts down.
-local function take_fault(path)
+-- Faults (for tests): settings.faults = { {kind=, path=, order_no=, times=, after=, ms=}, ... }.
+-- A fault matches its path (nil or "*": any) and, when order_no is set, only requests for
+-- that order; each use counts `times` down (default 1). The first matching entry wins.
+--   reset_before        close the connection before the request is read; nothing is processed
+--                       (with order_no the body must be read to learn the order: it closes
+--                       after reading, still before processing)
+--   http_500/502/503    an HTML error page with that status; before processing, or after it
+--                       when `after` is true
+--   reset_after         process, then close the connection without an answer
+--   garbage             process, then answer 200 with an HTML body
+--   truncated           process, then send half the body and close
+--   wrong_key           process, then seal the answer for another merchant key
+--   latency             process, then wait `ms` (default 1000) before answering
+--   drip                process, then send the headers and the body a few bytes at a time
+--                       over `ms` (default 10000), outliving a client's deadline
+-- settings.latency_ms delays every answer (after processing).
+local HTTP_FAULTS = { http_500 = 500, http_502 = 502, http_503 = 503 }
+local REASONS = { [500] = "Internal Server Error", [502] = "Bad Gateway", [503] = "Service Unavailable" }
+
+local function before_processing(fault)
+  return fault.kind == "reset_before" or (HTTP_FAULTS[fault.kind] ~= nil and fault.after ~= true)
+end
+
+local function take_fault(path, order_no)
   local s = settings()
   if type(s.faults) ~= "table" then return nil end
   for _, f in ipairs(s.faults) do
-    local times = tonumber(f.times) or 1
-    if times > 0 and (f.path == nil or f.path == "*" or f.path == path) then
+    local times = type(f) == "table" and (tonumber(f.times) or 1) or 0
+    if times > 0 and (f.path == nil or f.path == "*" or f.path == path)
+       and (f.order_no == nil and order_no == nil or f.order_no ~= nil and f.order_no == order_no) then
       f.times = times - 1
       set_json("settings", s)
-      return f.kind
+      return { kind = f.kind, after = f.after == true, ms = tonumber(f.ms) }
     end
   end
   return nil
 end
 
--- Returns the answer { status, body } for a request to a business path.
+-- Returns the answer { status, body } for a request to a business path, or nil and a
+-- per-order fault that fires before processing.
 local function business(path, fault)
   local endpoint = ENDPOINTS[path]
   if not endpoint then
@@ -380,16 +404,44 @@ local function business(path, fault)
   if not is_object(biz) then
     return json_answer(200, envelope(BUSINESS, "invalid-signature", "invalid signature"))
   end
+  if not fault and type(biz.order_no) == "string" then
+    fault = take_fault(path, biz.order_no)
+    if fault and before_processing(fault) then return nil, fault end
+  end
   local clean, field, reason = schema.validate(endpoint.schema, biz)
   if not clean then
     return json_answer(200, envelope(BUSINESS, "invalid-parameter",
-                                     schema.describe_error(field, reason)))
+                                     schema.describe_error(field, reason))), fault
   end
   local refused, data = endpoint.run(req, clean)
-  if refused then return json_answer(200, refused) end
+  if refused then return json_answer(200, refused), fault end
   local answer = envelope(SUCCESS)
-  answer.random_key, answer.data = core.seal(fault == "wrong_key" and cfg.wrong_key or cfg.merchant_key, data)
-  return json_answer(200, answer)
+  local key = fault and fault.kind == "wrong_key" and cfg.wrong_key or cfg.merchant_key
+  answer.random_key, answer.data = core.seal(key, data)
+  return json_answer(200, answer), fault
+end
+
+local function html_error(status)
+  local title = status .. " " .. REASONS[status]
+  ngx.status = status
+  ngx.header["Content-Type"] = "text/html"
+  ngx.print("<html>\r\n<head><title>", title, "</title></head>\r\n<body>\r\n<center><h1>",
+            title, "</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+end
+
+-- The answer, a few bytes every 100 ms over `ms`; stops when the client has gone.
+local function drip(body, ms)
+  ngx.header["Content-Length"] = #body
+  ngx.send_headers()
+  ngx.flush(true)
+  local steps = math.max(1, math.floor((ms or 10000) / 100))
+  local size = math.max(1, math.ceil(#body / steps))
+  for i = 1, #body, size do
+    ngx.sleep(0.1)
+    if not ngx.print(body:sub(i, i + size - 1)) or not ngx.flush(true) then
+      return ngx.exit(444)
+    end
+  end
 end
 
 --- content_by_lua for the business paths (and any unknown path).
@@ -399,32 +451,38 @@ function M.handle()
   d:incr("req:" .. path, 1, 0)
   if ngx.var.connection_requests == "1" then d:incr("connections", 1, 0) end
 
-  local fault = take_fault(path)
-  if fault == "http_500" then
-    ngx.status = 500
-    ngx.header["Content-Type"] = "text/plain"
-    ngx.print("Internal Server Error")
-    return
-  end
+  local fault = take_fault(path, nil)
+  if fault and fault.kind == "reset_before" then return ngx.exit(444) end
+  if fault and before_processing(fault) then return html_error(HTTP_FAULTS[fault.kind]) end
 
-  local ok, answer = pcall(business, path, fault)
+  local ok, answer, order_fault = pcall(business, path, fault)
   if not ok then
     ngx.log(ngx.ERR, "sandbox: internal error on ", path, ": ", tostring(answer))
     answer = json_answer(200, envelope(UNAVAILABLE, "internal-error", "sandbox internal error"))
+  else
+    fault = order_fault
   end
+  if not answer then
+    if fault.kind == "reset_before" then return ngx.exit(444) end
+    return html_error(HTTP_FAULTS[fault.kind])
+  end
+  local kind = fault and fault.kind
 
   local latency = tonumber(settings().latency_ms)
   if latency and latency > 0 then ngx.sleep(latency / 1000) end
+  if kind == "latency" then ngx.sleep((fault.ms or 1000) / 1000) end
 
-  if fault == "reset_after" then return ngx.exit(444) end
+  if kind == "reset_after" then return ngx.exit(444) end
+  if HTTP_FAULTS[kind] then return html_error(HTTP_FAULTS[kind]) end
   ngx.status = answer.status
-  if fault == "garbage" then
+  if kind == "garbage" then
     ngx.header["Content-Type"] = "text/html"
     ngx.print("<html>502 gateway " .. random_hex(16) .. "</html>")
     return
   end
   ngx.header["Content-Type"] = "application/json; charset=UTF-8"
-  if fault == "truncated" then
+  if kind == "drip" then return drip(answer.body, fault.ms) end
+  if kind == "truncated" then
     ngx.header["Content-Length"] = #answer.body
     ngx.print(answer.body:sub(1, math.floor(#answer.body / 2)))
     ngx.flush(true)
@@ -501,8 +559,9 @@ function M.control()
   if not is_object(input) then return control_answer(400, { error = "a JSON object is required" }) end
   if path == "/_sandbox/settings" then
     local s = settings()
+    -- The project's JSON drops null members, so false is what clears a setting.
     for k, v in pairs(input) do
-      if v == core.null then s[k] = nil else s[k] = v end
+      if v == false then s[k] = nil else s[k] = v end
     end
     set_json("settings", s)
     return control_answer(200, s)

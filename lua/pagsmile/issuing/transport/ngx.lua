@@ -63,72 +63,116 @@ local function read_fail(err, what, sock)
   if err == "timeout" then
     return fail("timeout", "timed out reading the " .. what, true, sock)
   end
-  return fail("transport", "connection " .. tostring(err) .. " while reading the " .. what, true, sock)
+  local why = tostring(err):gsub("^connection ", "")
+  return fail("transport", "connection " .. why .. " while reading the " .. what, true, sock)
 end
 
--- Socket timeouts count per operation, and an answer may come in many pieces: every read
--- gets only what is left of the request's own deadline.
-local function recv(sock, deadline, pattern)
-  local left = deadline - ngx.now()
+-- The answer is read through a small buffer over receiveany. A socket timeout restarts
+-- whenever bytes arrive, so `receive(n)` or `receive("*l")` would let a server that drips
+-- a byte at a time outlive any deadline; here every socket read waits at most for what is
+-- left of the request's own deadline.
+local MAX_LINE = 8192
+local Reader = {}
+Reader.__index = Reader
+
+local function new_reader(sock, deadline)
+  return setmetatable({ sock = sock, deadline = deadline, buf = "", pos = 1 }, Reader)
+end
+
+function Reader:fill()
+  ngx.update_time()
+  local left = self.deadline - ngx.now()
   if left <= 0 then return nil, "timeout" end
-  sock:settimeout(math.max(1, math.floor(left * 1000)))
-  return sock:receive(pattern)
+  self.sock:settimeout(math.max(1, math.floor(left * 1000)))
+  local data, err = self.sock:receiveany(65536)
+  if not data then return nil, err end
+  if self.pos > 1 then self.buf, self.pos = self.buf:sub(self.pos), 1 end
+  self.buf = self.buf .. data
+  return true
 end
 
-local function read_chunked(sock, deadline)
+-- One line without its CRLF (or LF).
+function Reader:line()
+  while true do
+    local nl = find(self.buf, "\n", self.pos, true)
+    if nl then
+      local line = self.buf:sub(self.pos, nl - 1)
+      self.pos = nl + 1
+      if line:byte(-1) == 13 then line = line:sub(1, -2) end
+      return line
+    end
+    if #self.buf - self.pos + 1 > MAX_LINE then return nil, "protocol", "header line too long" end
+    local ok, err = self:fill()
+    if not ok then return nil, err end
+  end
+end
+
+function Reader:bytes(n)
+  while #self.buf - self.pos + 1 < n do
+    local ok, err = self:fill()
+    if not ok then return nil, err end
+  end
+  local data = self.buf:sub(self.pos, self.pos + n - 1)
+  self.pos = self.pos + n
+  return data
+end
+
+-- Everything up to the server's close.
+function Reader:rest()
+  while true do
+    if #self.buf - self.pos + 1 > MAX_BODY then return nil, "protocol", "response body larger than 1 MiB" end
+    local ok, err = self:fill()
+    if not ok then
+      if err == "closed" then return self.buf:sub(self.pos) end
+      return nil, err
+    end
+  end
+end
+
+-- Bytes read past the answer: a server that sends more than it announced.
+function Reader:leftover()
+  return #self.buf >= self.pos
+end
+
+local function read_chunked(r)
   local parts, total = {}, 0
   while true do
-    local line, err = recv(sock, deadline, "*l")
-    if not line then return nil, err end
+    local line, err, msg = r:line()
+    if not line then return nil, err, msg end
     local size = tonumber(match(line, "^%s*(%x+)"), 16)
     if not size then return nil, "protocol", "bad chunk size line" end
     if size == 0 then
       -- trailers, up to the empty line
       for _ = 1, MAX_HEADERS do
-        local t, terr = recv(sock, deadline, "*l")
-        if not t then return nil, terr end
+        local t, terr, tmsg = r:line()
+        if not t then return nil, terr, tmsg end
         if t == "" then return concat(parts) end
       end
       return nil, "protocol", "too many trailer lines"
     end
     total = total + size
     if total > MAX_BODY then return nil, "protocol", "response body larger than 1 MiB" end
-    local data, derr = recv(sock, deadline, size)
+    local data, derr = r:bytes(size)
     if not data then return nil, derr end
     parts[#parts + 1] = data
-    local crlf, cerr = recv(sock, deadline, "*l")
-    if not crlf then return nil, cerr end
+    local crlf, cerr, cmsg = r:line()
+    if not crlf then return nil, cerr, cmsg end
     if crlf ~= "" then return nil, "protocol", "bad chunk terminator" end
   end
 end
 
-local function read_until_close(sock, deadline)
-  local parts, total = {}, 0
-  while true do
-    local data, err, partial = recv(sock, deadline, 8192)
-    data = data or partial
-    if data and data ~= "" then
-      total = total + #data
-      if total > MAX_BODY then return nil, "protocol", "response body larger than 1 MiB" end
-      parts[#parts + 1] = data
-    end
-    if err == "closed" then return concat(parts) end
-    if err then return nil, err end
-  end
-end
-
 -- Status line and header block; 1xx answers are skipped.
-local function read_head(sock, deadline)
+local function read_head(r)
   while true do
-    local line, err = recv(sock, deadline, "*l")
-    if not line then return nil, err end
+    local line, err, msg = r:line()
+    if not line then return nil, err, msg end
     local version, status = match(line, "^HTTP/(%d%.%d) (%d%d%d)")
     if not version then return nil, "protocol", "bad status line" end
     status = tonumber(status)
     local headers, n = {}, 0
     while true do
-      local h, herr = recv(sock, deadline, "*l")
-      if not h then return nil, herr end
+      local h, herr, hmsg = r:line()
+      if not h then return nil, herr, hmsg end
       if h == "" then break end
       n = n + 1
       if n > MAX_HEADERS then return nil, "protocol", "too many header lines" end
@@ -211,8 +255,8 @@ function Transport:request(req)
     return fail("transport", "connection " .. tostring(serr) .. " while sending", true, sock)
   end
 
-  local deadline = started + timeout
-  local version, status, headers = read_head(sock, deadline)
+  local r = new_reader(sock, started + timeout)
+  local version, status, headers = read_head(r)
   if not version then
     if status == "protocol" then return fail("protocol", headers, true, sock) end
     return read_fail(status, "response head", sock)
@@ -229,22 +273,22 @@ function Transport:request(req)
     if not find(te, "chunked", 1, true) then
       return fail("protocol", "unsupported transfer-encoding", true, sock)
     end
-    res_body, berr, bmsg = read_chunked(sock, deadline)
+    res_body, berr, bmsg = read_chunked(r)
   elseif clen then
     local n = tonumber(match(clen, "^%s*(%d+)%s*$"))
     if not n then return fail("protocol", "bad content-length", true, sock) end
     if n > MAX_BODY then return fail("protocol", "response body larger than 1 MiB", true, sock) end
-    if n == 0 then res_body = "" else res_body, berr = recv(sock, deadline, n) end
+    if n == 0 then res_body = "" else res_body, berr = r:bytes(n) end
   else
     keep = false
-    res_body, berr, bmsg = read_until_close(sock, deadline)
+    res_body, berr, bmsg = r:rest()
   end
   if not res_body then
     if berr == "protocol" then return fail("protocol", bmsg, true, sock) end
     return read_fail(berr, "response body", sock)
   end
 
-  if keep then
+  if keep and not r:leftover() then
     local kok = sock:setkeepalive(self.keepalive_ms, self.pool_size)
     if not kok then sock:close() end
   else

@@ -1,0 +1,223 @@
+-- Faults (issue #5): every sandbox fault gives the error kind DESIGN.md promises, within the
+-- caller's deadline, with `sent` and `retryable` told truthfully; an ambiguous apply is
+-- settled through Query Apply Result and never applied twice; a connect failure is retried.
+-- Each case runs on the curl transport (this process) and on the ngx transport (a client
+-- inside the runner nginx), against the real sandbox over loopback.
+local core = require "pagsmile.issuing.core"
+local issuing = require "pagsmile.issuing"
+local launch = require "sandbox.launch"
+local nginx = require "sandbox.nginx"
+local helpers = require "helpers"
+local kit = require "fault_kit"
+
+local APPLY, QUERY = kit.APPLY, kit.QUERY
+local BOUND = kit.TIMEOUT + kit.SLACK
+
+describe("faults", function()
+  local sb, runner
+
+  lazy_setup(function()
+    sb = launch.start {}
+    runner = kit.start_runner()
+  end)
+
+  lazy_teardown(function()
+    if runner then runner.stop() end
+    if sb then sb:stop() end
+  end)
+
+  before_each(function() assert(sb:faults(nil)) end)
+
+  local function order_of(order_no)
+    return assert(sb:orders())[order_no]
+  end
+
+  -- What became of an order, asked after the faults are gone (nothing lost, nothing extra).
+  local function settled(order_no)
+    assert(sb:faults(nil))
+    local client = assert(issuing.new(kit.options(sb)))
+    local card, err = client:query_apply_result(order_no)
+    client:close()
+    return card, err
+  end
+
+  local transports = {
+    { name = "curl", run = function(input) return kit.run_curl(input) end },
+    { name = "ngx", run = function(input) return kit.run_ngx(runner, input) end },
+  }
+
+  for _, t in ipairs(transports) do
+    describe("on the " .. t.name .. " transport", function()
+      local function apply(biz, over)
+        return t.run { options = kit.options(sb, over), call = "apply", biz_data = biz }
+      end
+
+      for _, row in ipairs(kit.FAULTS) do
+        it(kit.label(row) .. " on every request: a " .. row.error .. " error, sent, not "
+           .. "retryable, outcome unknown, within the deadline, never a second apply", function()
+          local biz = helpers.biz()
+          assert(sb:faults { kit.fault(row, { times = 100 }) })
+          local res = apply(biz)
+          assert.is_nil(res.card)
+          local err = res.err
+          assert.equal(row.error, err.kind)
+          assert.is_true(err.sent)
+          assert.is_false(err.retryable)
+          assert.equal(row.http_status, err.http_status)
+          assert.equal("unknown", err.outcome)
+          assert.equal(biz.order_no, err.order_no)
+          assert.is_string(err.request_id)
+          assert.matches("outcome of the apply is unknown", err.message, 1, true)
+          assert.matches(biz.order_no, err.text, 1, true)
+          assert.is_true(res.elapsed < BOUND, ("took %.2f s"):format(res.elapsed))
+          local order = order_of(biz.order_no)
+          local card, qerr = settled(biz.order_no)
+          if row.processed then
+            assert.equal(1, order.applies)
+            assert.equal(order.card_token, card.card_token)
+          else
+            assert.is_nil(order)
+            assert.is_nil(card)
+            assert.equal("order-not-found", qerr.sub_code)
+          end
+        end)
+
+        it(kit.label(row) .. " on the apply only: settled, exactly one card", function()
+          local biz = helpers.biz()
+          assert(sb:faults { kit.fault(row, { path = APPLY }) })
+          local queries = assert(sb:stats()).requests[QUERY] or 0
+          local res = apply(biz)
+          assert.is_nil(res.err)
+          assert.equal(biz.order_no, res.card.order_no)
+          assert.equal("completed", res.card.status)
+          assert.is_true(res.elapsed < BOUND, ("took %.2f s"):format(res.elapsed))
+          local order = order_of(biz.order_no)
+          assert.equal(1, order.applies)
+          assert.equal(order.card_token, res.card.card_token)
+          -- settled by asking first: a second apply only after a definite "no such order"
+          assert.is_true(assert(sb:stats()).requests[QUERY] > queries)
+          assert.equal(0, assert(sb:settings()).faults[1].times) -- the fault did fire
+        end)
+      end
+
+      it("reset after processing, then the query fails too: outcome unknown, one apply", function()
+        local biz = helpers.biz()
+        assert(sb:faults {
+          { order_no = biz.order_no, path = APPLY, kind = "reset_after" },
+          { order_no = biz.order_no, path = QUERY, kind = "http_503", times = 100 },
+        })
+        local res = apply(biz)
+        assert.is_nil(res.card)
+        assert.equal("transport", res.err.kind)
+        assert.equal("unknown", res.err.outcome)
+        assert.equal(biz.order_no, res.err.order_no)
+        assert.matches("outcome of the apply is unknown", res.err.message, 1, true)
+        assert.matches("HTTP status 503", res.err.message, 1, true)
+        assert.is_true(res.elapsed < BOUND)
+        local order = order_of(biz.order_no)
+        assert.equal(1, order.applies)
+        -- every query was refused by the fault, and the client stopped at max_retries
+        assert.equal(3, 100 - assert(sb:settings()).faults[2].times)
+        local card = assert(settled(biz.order_no))
+        assert.equal(order.card_token, card.card_token)
+      end)
+
+      it("a per-order fault leaves other orders alone", function()
+        local hit, other = helpers.biz(), helpers.biz()
+        assert(sb:faults { { order_no = hit.order_no, kind = "http_503", times = 100 } })
+        local res = apply(other)
+        assert.is_nil(res.err)
+        assert.equal(other.order_no, res.card.order_no)
+        res = apply(hit)
+        assert.equal("protocol", res.err.kind)
+        assert.equal(503, res.err.http_status)
+        assert.is_nil(order_of(hit.order_no))
+      end)
+
+      it("a timeout after processing (the apply only) is settled within the deadline", function()
+        local biz = helpers.biz()
+        assert(sb:faults { { order_no = biz.order_no, path = APPLY, kind = "latency",
+                             ms = (kit.TIMEOUT + 1) * 1000 } })
+        local res = apply(biz)
+        assert.is_nil(res.err)
+        assert.equal(biz.order_no, res.card.order_no)
+        assert.is_true(res.elapsed < BOUND, ("took %.2f s"):format(res.elapsed))
+        assert.equal(1, order_of(biz.order_no).applies)
+      end)
+
+      it("connection refused: a transport error, not sent, retryable", function()
+        local res = apply(helpers.biz(), { base_url = "http://127.0.0.1:" .. nginx.free_port() })
+        assert.equal("transport", res.err.kind)
+        assert.is_false(res.err.sent)
+        assert.is_true(res.err.retryable)
+        assert.is_nil(res.err.outcome)
+        assert.is_true(res.elapsed < BOUND)
+      end)
+    end)
+  end
+
+  describe("a connect failure before sending", function()
+    local curl_transport = require "pagsmile.issuing.transport.curl"
+
+    -- The real curl transport, counting attempts; `after_failure` runs once, after the first
+    -- failed attempt (this process is single-threaded: that is where the sandbox comes back).
+    local function counting(after_failure)
+      local real = assert(curl_transport.new())
+      local w = { attempts = 0, kinds = {}, real = real }
+      function w.request(_, req)
+        w.attempts = w.attempts + 1
+        local res, err = real:request(req)
+        w.kinds[w.attempts] = res and res.status or err.kind
+        if not res and after_failure then
+          after_failure()
+          after_failure = nil
+        end
+        return res, err
+      end
+      return w
+    end
+
+    it("is retried with backoff and succeeds when the sandbox comes back", function()
+      local port = nginx.free_port()
+      local back
+      local w = counting(function() back = launch.start { port = port, keys = sb.keys } end)
+      local client = assert(issuing.new(kit.options(sb, {
+        base_url = "http://127.0.0.1:" .. port, transport = w, max_retries = 5, timeout = 20,
+      })))
+      local biz = helpers.biz()
+      local ok, card, err = pcall(client.apply_card, client, biz)
+      client:close()
+      w.real:close()
+      local order = back and back:orders()[biz.order_no]
+      if back then back:stop() end
+      assert.is_true(ok, tostring(card))
+      assert.is_nil(err)
+      assert.equal(biz.order_no, card.order_no)
+      assert.is_true(w.attempts >= 2)
+      assert.equal("transport", w.kinds[1])
+      assert.equal(200, w.kinds[w.attempts])
+      assert.equal(1, order.applies)
+    end)
+
+    it("gives up after max_retries + 1 attempts: transport, not sent, retryable", function()
+      local w = counting(nil)
+      local client = assert(issuing.new(kit.options(sb, {
+        base_url = "http://127.0.0.1:" .. nginx.free_port(), transport = w, max_retries = 3,
+        timeout = 10,
+      })))
+      local t0 = core.monotime()
+      local card, err = client:apply_card(helpers.biz())
+      local elapsed = core.monotime() - t0
+      client:close()
+      w.real:close()
+      assert.is_nil(card)
+      assert.equal("transport", err.kind)
+      assert.is_false(err.sent)
+      assert.is_true(err.retryable)
+      assert.equal(4, w.attempts)
+      -- three backoff pauses of at least 0.05, 0.1 and 0.2 s (half of 0.1 * 2^n, jittered)
+      assert.is_true(elapsed >= 0.35, ("took %.2f s"):format(elapsed))
+      assert.is_true(elapsed < 10 + kit.SLACK)
+    end)
+  end)
+end)

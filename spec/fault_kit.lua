@@ -1,0 +1,151 @@
+-- Shared by spec/50-faults_spec.lua and spec/51-secrets_spec.lua: the table of sandbox
+-- faults with the error each must give, and a "runner" nginx that makes client calls on the
+-- ngx transport (cosockets) and answers with the outcome as JSON.
+local http = require "socket.http"
+local ltn12 = require "ltn12"
+local socket = require "socket"
+local core = require "pagsmile.issuing.core"
+local issuing = require "pagsmile.issuing"
+local nginx = require "sandbox.nginx"
+
+local kit = {}
+
+kit.APPLY = "/issuing/card/apply"
+kit.QUERY = "/issuing/card/query-apply-card-result"
+
+-- The client's deadline in these specs, and the slack allowed past it (a correctness bound:
+-- "the call returns near its deadline", not a performance figure).
+kit.TIMEOUT = 2
+kit.SLACK = 2
+
+-- Every fault of the sandbox, and what a caller must see when it hits every request (the
+-- apply and each query that tries to settle it). `processed`: the sandbox creates the order
+-- before the fault fires. All of them happen after the request was written, so `sent` is
+-- true and a blind resend is never offered (`retryable` false).
+kit.FAULTS = {
+  { kind = "http_500", error = "protocol", http_status = 500, processed = false },
+  { kind = "http_502", error = "protocol", http_status = 502, processed = false },
+  { kind = "http_503", error = "protocol", http_status = 503, processed = false },
+  { kind = "http_500", after = true, error = "protocol", http_status = 500, processed = true },
+  { kind = "http_503", after = true, error = "protocol", http_status = 503, processed = true },
+  { kind = "reset_before", error = "transport", processed = false },
+  { kind = "reset_after", error = "transport", processed = true },
+  { kind = "garbage", error = "protocol", http_status = 200, processed = true },
+  { kind = "truncated", error = "transport", processed = true },
+  { kind = "wrong_key", error = "protocol", http_status = 200, processed = true },
+  { kind = "latency", ms = 3500, error = "timeout", processed = true },
+  { kind = "drip", ms = 5000, error = "timeout", processed = true },
+}
+
+function kit.label(row)
+  return row.kind .. (row.after and " (after processing)" or "")
+end
+
+-- The sandbox fault entry for a row; over: fields to add (path, order_no, times).
+function kit.fault(row, over)
+  local f = { kind = row.kind, after = row.after, ms = row.ms, times = 1 }
+  for k, v in pairs(over or {}) do f[k] = v end
+  return f
+end
+
+function kit.options(sb, over)
+  local o = sb:client_options()
+  o.timeout, o.connect_timeout, o.max_retries = kit.TIMEOUT, 1, 2
+  for k, v in pairs(over or {}) do o[k] = v end
+  return o
+end
+
+-- The fields of an error a spec looks at, as plain data (what the runner sends back too).
+function kit.error_view(err)
+  return {
+    kind = err.kind, message = err.message, text = tostring(err), sent = err.sent,
+    retryable = err.retryable, outcome = err.outcome, order_no = err.order_no,
+    request_id = err.request_id, http_status = err.http_status, code = err.code,
+    sub_code = err.sub_code,
+  }
+end
+
+function kit.card_view(card)
+  return { order_no = card.order_no, card_token = card.card_token, card_pan = card.card_pan,
+           status = card.status, card_id = tostring(card.card_id) }
+end
+
+-- One call on the curl transport, in this process: { card | err, elapsed }.
+-- input: { options, call = "apply" | "query", biz_data, order_no }
+function kit.run_curl(input)
+  local t0 = core.monotime()
+  local client, err = issuing.new(input.options)
+  local card
+  if client then
+    if input.call == "query" then card, err = client:query_apply_result(input.order_no)
+    else card, err = client:apply_card(input.biz_data) end
+    client:close()
+  end
+  local out = { elapsed = core.monotime() - t0 }
+  if card then out.card = kit.card_view(card) else out.err = kit.error_view(err) end
+  return out
+end
+
+local RUNNER = [[
+  client_body_buffer_size 1m;
+  client_max_body_size 1m;
+  server {
+    listen 127.0.0.1:${port};
+    location /run {
+      content_by_lua_block {
+        local core = require "pagsmile.issuing.core"
+        local issuing = require "pagsmile.issuing"
+        ngx.req.read_body()
+        local input = core.json_decode(ngx.req.get_body_data())
+        input.options.transport = "ngx"
+        ngx.update_time()
+        local t0 = ngx.now()
+        local client, err = issuing.new(input.options)
+        local card
+        if client then
+          if input.call == "query" then card, err = client:query_apply_result(input.order_no)
+          else card, err = client:apply_card(input.biz_data) end
+          client:close()
+        end
+        ngx.update_time()
+        local out = { elapsed = ngx.now() - t0 }
+        if card then
+          out.card = { order_no = card.order_no, card_token = card.card_token,
+                       card_pan = card.card_pan, status = card.status,
+                       card_id = tostring(card.card_id) }
+        else
+          out.err = { kind = err.kind, message = err.message, text = tostring(err),
+                      sent = err.sent, retryable = err.retryable, outcome = err.outcome,
+                      order_no = err.order_no, request_id = err.request_id,
+                      http_status = err.http_status, code = err.code, sub_code = err.sub_code }
+        end
+        ngx.header["Content-Type"] = "application/json"
+        ngx.print(core.json_encode(out))
+      }
+    }
+  }
+]]
+
+function kit.start_runner()
+  return nginx.start { name = "runner", http = RUNNER, log_level = "info" }
+end
+
+-- The same call made inside the runner nginx on the ngx transport. `elapsed` is measured
+-- here, around the whole HTTP exchange with the runner (so it can only be larger).
+function kit.run_ngx(runner, input)
+  local body = assert(core.json_encode(input))
+  local out = {}
+  local t0 = socket.gettime()
+  local _, code = http.request {
+    url = runner.url .. "/run", method = "POST", source = ltn12.source.string(body),
+    headers = { ["Content-Type"] = "application/json", ["Content-Length"] = tostring(#body) },
+    sink = ltn12.sink.table(out),
+  }
+  local elapsed = socket.gettime() - t0
+  assert(code == 200, "the runner answered " .. tostring(code) .. ": " .. table.concat(out))
+  local res = assert(core.json_decode(table.concat(out)))
+  res.elapsed = elapsed
+  return res
+end
+
+return kit
