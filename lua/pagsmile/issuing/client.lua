@@ -80,8 +80,32 @@ function Client:_timestamp()
   return os.date("!%Y-%m-%d %H:%M:%S", os.time() + self.o.utc_offset_seconds)
 end
 
+-- The `log` setting sees one event per HTTP attempt and one per decision the client takes.
+-- Events are built from an allow-list: never bodies, keys, card data or biz_data values.
+function Client:_log(event, path, order_no, attempt, fields)
+  local log = self.o.log
+  if not log then return end
+  local e = { event = event, method = "POST", path = path, order_no = order_no, attempt = attempt }
+  for k, v in pairs(fields) do e[k] = v end
+  log(e)
+end
+
 -- One HTTP attempt: seal, send, open. Returns data, request_id or nil, err.
-function Client:_exchange(path, biz, deadline, order_no)
+function Client:_exchange(path, biz, deadline, order_no, attempt)
+  local t0 = now()
+  local data, r = self:_exchange1(path, biz, deadline, order_no)
+  if self.o.log then
+    local err = not data and r or nil
+    self:_log("http", path, order_no, attempt, {
+      request_id = data and r or err.request_id, status = err and err.http_status or (data and 200),
+      duration = now() - t0, error = err and err.kind, sent = err and err.sent,
+      code = err and err.code, sub_code = err and err.sub_code,
+    })
+  end
+  return data, r
+end
+
+function Client:_exchange1(path, biz, deadline, order_no)
   local transport, terr = self:_transport()
   if not transport then return nil, terr end
   local o = self.o
@@ -135,7 +159,7 @@ function Client:_query(order_no, deadline)
   local attempt = 0
   while true do
     local data, rid = self:_exchange(api.PATH.query_apply_result, { order_no = order_no },
-      deadline, order_no)
+      deadline, order_no, attempt + 1)
     if data then return api.card(data, rid) end
     local err = rid
     attempt = attempt + 1
@@ -144,6 +168,7 @@ function Client:_query(order_no, deadline)
        or now() + pause >= deadline then
       return nil, err
     end
+    self:_log("retry", api.PATH.query_apply_result, order_no, attempt, { pause = pause, error = err.kind })
     sleep(pause)
   end
 end
@@ -179,7 +204,8 @@ function Client:apply_card(biz_data)
   local attempt, reapplied = 0, false
   while true do
     local attempt_deadline = now() + (deadline - now()) * APPLY_SHARE
-    local data, rid = self:_exchange(api.PATH.apply_card, clean, attempt_deadline, order_no)
+    local data, rid = self:_exchange(api.PATH.apply_card, clean, attempt_deadline, order_no,
+      attempt + 1)
     if data then return api.card(data, rid) end
     local err = rid
     attempt = attempt + 1
@@ -198,16 +224,23 @@ function Client:apply_card(biz_data)
       if not err.retryable or attempt > self.o.max_retries or now() + pause >= deadline then
         return nil, err
       end
+      self:_log("retry", api.PATH.apply_card, order_no, attempt, { pause = pause, error = err.kind })
       sleep(pause)
     else
       -- Ambiguous (sent, no definite answer), or a duplicate after our own earlier attempt:
       -- ask the platform what became of the order.
+      self:_log("resolve", api.PATH.apply_card, order_no, attempt, { error = err.kind })
       local card, qerr = self:_query(order_no, deadline)
-      if card then return card end
+      if card then
+        self:_log("resolved", api.PATH.apply_card, order_no, attempt, { status = card.status })
+        return card
+      end
       if not (qerr.kind == "api" and api.ORDER_NOT_FOUND[qerr.sub_code]) then
+        self:_log("unknown", api.PATH.apply_card, order_no, attempt, { error = qerr.kind })
         return nil, unknown_outcome(err, qerr)
       end
       -- Definitely not created: applying again cannot duplicate it.
+      self:_log("not_created", api.PATH.apply_card, order_no, attempt, {})
       if attempt > self.o.max_retries or now() >= deadline then
         err.outcome = "not_created"
         err.message = err.message .. "; the platform has no order " .. order_no

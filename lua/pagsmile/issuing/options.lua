@@ -20,7 +20,7 @@ local KNOWN = {
   platform_public_key = true, merchant_private_key = true,
   base_url = true, timeout = true, connect_timeout = true, max_retries = true,
   utc_offset = true, version = true, transport = true,
-  ca_file = true, proxy = true, user_agent = true,
+  ca_file = true, proxy = true, user_agent = true, log = true,
 }
 
 local MAX_TIMEOUT = 600
@@ -127,6 +127,9 @@ function options.check(opts)
     if o[name] ~= nil and type(o[name]) ~= "string" then
       return nil, errors.config(name, "must be a string or nil")
     end
+  end
+  if o.log ~= nil and type(o.log) ~= "function" then
+    return nil, errors.config("log", "must be a function(event) or nil")
   end
   local t = o.transport
   if t ~= nil and t ~= "curl" and t ~= "ngx"
