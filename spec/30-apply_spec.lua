@@ -1,21 +1,13 @@
 -- Apply For a Card and Query Apply Result through the public API, against the local sandbox
 -- over loopback (issue #3).
 local issuing = require "pagsmile.issuing"
-local launch = require "sandbox.launch"
 local helpers = require "helpers"
 
 describe("apply_card", function()
   local sb, client
 
-  lazy_setup(function()
-    sb = launch.start {}
-    client = assert(issuing.new(sb:client_options()))
-  end)
-
-  lazy_teardown(function()
-    if client then client:close() end
-    if sb then sb:stop() end
-  end)
+  lazy_setup(function() sb, client = helpers.start_client() end)
+  lazy_teardown(function() helpers.stop_client(sb, client) end)
 
   local function assert_card(card, biz)
     assert.equal(biz.order_no, card.order_no)

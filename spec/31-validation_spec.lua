@@ -1,21 +1,13 @@
 -- Bad input through the public API: a validation error naming the field and the rule, and
 -- nothing reaches the sandbox (issue #3). One spec per rule family.
-local issuing = require "pagsmile.issuing"
 local launch = require "sandbox.launch"
 local helpers = require "helpers"
 
 describe("apply_card validation", function()
   local sb, client
 
-  lazy_setup(function()
-    sb = launch.start {}
-    client = assert(issuing.new(sb:client_options()))
-  end)
-
-  lazy_teardown(function()
-    if client then client:close() end
-    if sb then sb:stop() end
-  end)
+  lazy_setup(function() sb, client = helpers.start_client() end)
+  lazy_teardown(function() helpers.stop_client(sb, client) end)
 
   -- Applies `biz`, expects a validation error on `field` whose reason matches `reason`,
   -- and checks that the sandbox saw no request at all.

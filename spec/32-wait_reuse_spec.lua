@@ -1,20 +1,12 @@
 -- Following a processing order, and one connection for many calls (issue #3).
-local issuing = require "pagsmile.issuing"
 local launch = require "sandbox.launch"
 local helpers = require "helpers"
 
 describe("apply_card_and_wait", function()
   local sb, client
 
-  lazy_setup(function()
-    sb = launch.start {}
-    client = assert(issuing.new(sb:client_options()))
-  end)
-
-  lazy_teardown(function()
-    if client then client:close() end
-    if sb then sb:stop() end
-  end)
+  lazy_setup(function() sb, client = helpers.start_client() end)
+  lazy_teardown(function() helpers.stop_client(sb, client) end)
 
   it("a plain apply of a pending order returns it processing, with no token or PAN", function()
     local biz = helpers.biz()
@@ -66,8 +58,7 @@ end)
 
 describe("connection reuse", function()
   it("N calls over one client open one TCP connection (counted by the sandbox)", function()
-    local sb = launch.start {}
-    local client = assert(issuing.new(sb:client_options()))
+    local sb, client = helpers.start_client()
     local before = sb:stats().connections
     local n = 12
     for i = 1, n do
@@ -76,8 +67,7 @@ describe("connection reuse", function()
       if i % 3 == 0 then assert(client:query_apply_result(biz.order_no)) end
     end
     local stats = sb:stats()
-    client:close()
-    sb:stop()
+    helpers.stop_client(sb, client)
     assert.equal(n + n / 3, stats.requests["/issuing/card/apply"] + stats.requests["/issuing/card/query-apply-card-result"])
     -- The sandbox counts connections on its API paths only (control calls are not counted).
     assert.equal(1, stats.connections - before)

@@ -1,7 +1,6 @@
 -- The `log` setting: one event per HTTP attempt and per decision, from an allow-list only.
 local issuing = require "pagsmile.issuing"
 local core = require "pagsmile.issuing.core"
-local launch = require "sandbox.launch"
 local helpers = require "helpers"
 
 local ALLOWED = {
@@ -14,16 +13,9 @@ describe("log events", function()
   local sb, client, events
 
   lazy_setup(function()
-    sb = launch.start {}
-    local opts = sb:client_options()
-    opts.log = function(e) events[#events + 1] = e end
-    client = assert(issuing.new(opts))
+    sb, client = helpers.start_client({}, { log = function(e) events[#events + 1] = e end })
   end)
-
-  lazy_teardown(function()
-    if client then client:close() end
-    if sb then sb:stop() end
-  end)
+  lazy_teardown(function() helpers.stop_client(sb, client) end)
 
   before_each(function() events = {} end)
 

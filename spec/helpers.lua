@@ -81,6 +81,21 @@ function helpers.biz(over)
   return b
 end
 
+-- A local sandbox and a client pointed at it (extra client settings in `client_opts`).
+function helpers.start_client(launch_opts, client_opts)
+  local sb = require("sandbox.launch").start(launch_opts or {})
+  local o = sb:client_options()
+  for k, v in pairs(client_opts or {}) do o[k] = v end
+  local client, err = require("pagsmile.issuing").new(o)
+  if not client then sb:stop() error(tostring(err)) end
+  return sb, client
+end
+
+function helpers.stop_client(sb, client)
+  if client then client:close() end
+  if sb then sb:stop() end
+end
+
 -- Total requests the sandbox has seen on its API paths.
 function helpers.api_requests(sb)
   local n = 0
