@@ -1,6 +1,5 @@
 -- Bad input through the public API: a validation error naming the field and the rule, and
 -- nothing reaches the sandbox (issue #3). One spec per rule family.
-local launch = require "sandbox.launch"
 local helpers = require "helpers"
 
 describe("apply_card validation", function()

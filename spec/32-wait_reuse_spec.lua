@@ -1,5 +1,4 @@
 -- Following a processing order, and one connection for many calls (issue #3).
-local launch = require "sandbox.launch"
 local helpers = require "helpers"
 
 describe("apply_card_and_wait", function()
@@ -68,7 +67,8 @@ describe("connection reuse", function()
     end
     local stats = sb:stats()
     helpers.stop_client(sb, client)
-    assert.equal(n + n / 3, stats.requests["/issuing/card/apply"] + stats.requests["/issuing/card/query-apply-card-result"])
+    local r = stats.requests
+    assert.equal(n + n / 3, r["/issuing/card/apply"] + r["/issuing/card/query-apply-card-result"])
     -- The sandbox counts connections on its API paths only (control calls are not counted).
     assert.equal(1, stats.connections - before)
   end)

@@ -102,7 +102,8 @@ describe("parse_notification", function()
       "", "not json", "[1]",
       core.json_encode { partner_id = "someone-else", sign_type = "", biz_data = { order_no = "X" } },
       core.json_encode { partner_id = sb.partner_id, sign_type = "RSA", biz_data = "A1B2C3D4E5F60718AAAA" },
-      core.json_encode { partner_id = sb.partner_id, sign_type = "RSA", random_key = "AAAA", biz_data = "A1B2C3D4E5F60718AAAA" },
+      core.json_encode { partner_id = sb.partner_id, sign_type = "RSA", random_key = "AAAA",
+                         biz_data = "A1B2C3D4E5F60718AAAA" },
       core.json_encode { partner_id = sb.partner_id, sign_type = "" },
     }
     for _, raw in ipairs(cases) do
