@@ -88,8 +88,8 @@ static int b64_value(unsigned char c) {
 
 static int is_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
-/* Decodes into out (room for (n/4)*3 bytes); returns the length, or -1 if malformed. */
-static long b64_decode(const char *s, size_t n, unsigned char *out) {
+/* Decodes into out, at most cap bytes; returns the length, or -1 if malformed or too long. */
+static long b64_decode(const char *s, size_t n, unsigned char *out, size_t cap) {
   unsigned acc = 0;
   int bits = 0, pad = 0;
   size_t i, quads = 0;
@@ -106,6 +106,7 @@ static long b64_decode(const char *s, size_t n, unsigned char *out) {
     bits += 6;
     if (bits >= 8) {
       bits -= 8;
+      if ((size_t)o >= cap) return -1;
       out[o++] = (unsigned char)(acc >> bits);
     }
   }
@@ -314,7 +315,7 @@ static EVP_PKEY *parse_key(const char *text, size_t n, int want_private, pagsmil
     OPENSSL_free(header);
   } else {
     if (!pagsmile_buf_reserve(der, n)) { fail(err, errlen, "out of memory"); return NULL; }
-    dn = b64_decode(text, n, der->p);
+    dn = b64_decode(text, n, der->p, der->cap);
     if (dn <= 0) {
       fail(err, errlen, "is neither PEM nor valid Base64 DER");
     } else {
@@ -550,7 +551,7 @@ static int unseal(lua_State *L, key_ud *k, const char *rk64, size_t rk64len, ses
     long rklen;
     if (!k) return fail(err, errlen, "random_key present but no private key to decrypt it");
     if (b64_encoded_len(RSA_MAX_BYTES) < rk64len) return fail(err, errlen, "random_key is too long");
-    rklen = b64_decode(rk64, rk64len, rk);
+    rklen = b64_decode(rk64, rk64len, rk, sizeof rk);
     if (rklen <= 0) return fail(err, errlen, "random_key is not valid Base64");
     if ((size_t)rklen != (size_t)EVP_PKEY_get_size(k->pkey))
       return fail(err, errlen, "random_key has the wrong length for the key (truncated?)");
@@ -581,7 +582,7 @@ static int unseal(lua_State *L, key_ud *k, const char *rk64, size_t rk64len, ses
   buf = pagsmile_buf_push(L, 0);
   ok = pagsmile_buf_reserve(buf, 2 * (n - IV_LEN) + AES_BLOCK);
   /* Ciphertext at the back half, plaintext at the front. */
-  ctlen = ok ? b64_decode(data + IV_LEN, n - IV_LEN, buf->p + (n - IV_LEN)) : -1;
+  ctlen = ok ? b64_decode(data + IV_LEN, n - IV_LEN, buf->p + (n - IV_LEN), buf->cap - (n - IV_LEN)) : -1;
   if (!ok) {
     fail(err, errlen, "out of memory");
   } else if (ctlen <= 0) {
