@@ -14,8 +14,12 @@ lua_inc_5.4 := /usr/include/lua5.4
 lua_inc_jit := /usr/include/luajit-2.1
 
 CORES := $(foreach r,$(RUNTIMES),build/$(r)/pagsmile/issuing/core.so)
+# The sanitizer build (see `asan` below).
+SAN_CC    ?= clang
+SANFLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+ASAN_BINS := build/asan/lua5.4 build/asan/pagsmile/issuing/core.so
 
-.PHONY: all build demo test sandbox bench lint valgrind deps rock clean
+.PHONY: all build demo test sandbox bench lint valgrind asan fuzz fuzz-corpus deps rock clean
 all: build
 build: $(CORES)
 
@@ -31,20 +35,62 @@ deps:
 demo: deps build
 	@tools/demo
 
-test: deps build
+test: deps build $(ASAN_BINS)
 	@tools/run-specs
 
 sandbox: deps build
 	@tools/sandbox
 
 lint:
-	luacheck lua spec examples tools/*.lua
+	luacheck lua spec examples sandbox bench fuzz tools/*.lua
 
 bench: deps build
 	@tools/bench
 
 valgrind: deps build
 	@tools/run-specs --valgrind
+
+# The sanitizer build (issue #5): the core with ASan+UBSan, and a Lua 5.4 interpreter that
+# carries the sanitizer runtimes, so the whole busted suite runs over it once in `make test`
+# (and alone with `make asan`). Any report fails the run.
+
+build/asan/pagsmile/issuing/core.so: $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(SAN_CC) -std=c99 -D_POSIX_C_SOURCE=200809L -O1 -g $(SANFLAGS) $(WARNFLAGS) -fPIC -shared \
+	  -I$(lua_inc_5.4) $(DEPFLAGS) -o $@ $(SRCS) $(DEPLIBS)
+
+build/asan/lua5.4: fuzz/asan-lua.c
+	@mkdir -p $(dir $@)
+	$(SAN_CC) -std=c99 -O1 -g $(SANFLAGS) $(WARNFLAGS) -I$(lua_inc_5.4) -o $@ $< -llua5.4
+
+asan: deps build $(ASAN_BINS)
+	@tools/run-specs --asan
+
+# libFuzzer over what hostile answers and pasted keys reach: core.open/unseal (answers),
+# core.public_key/private_key (keys), core.json_decode (bytes). One harness (fuzz/harness.c)
+# drives fuzz/<target>.lua; the seeds come from real sandbox answers (fuzz/make-corpus.lua,
+# into build/fuzz-corpus: it holds throwaway private keys, never commit it).
+#   make fuzz FUZZ_SECONDS=600 FUZZ_TARGETS=open
+FUZZ_TARGETS ?= open keys json
+FUZZ_SECONDS ?= 60
+FUZZ_BINS    := $(foreach t,open keys json,build/fuzz/fuzz-$(t))
+LUA54_ENV    := LUA_PATH_5_4='lua/?.lua;lua/?/init.lua;./?.lua;spec/?.lua;fuzz/?.lua;;' \
+                LUA_CPATH_5_4='build/5.4/?.so;;'
+
+build/fuzz/fuzz-%: fuzz/harness.c $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(SAN_CC) -std=c99 -D_POSIX_C_SOURCE=200809L -O1 -g -fsanitize=fuzzer $(SANFLAGS) \
+	  $(WARNFLAGS) -I$(lua_inc_5.4) $(DEPFLAGS) -DFUZZ_DIR='"$(CURDIR)/fuzz"' \
+	  -DFUZZ_TARGET='"$*"' -o $@ fuzz/harness.c $(SRCS) -llua5.4 $(DEPLIBS)
+
+build/fuzz-corpus/.done: fuzz/make-corpus.lua fuzz/common.lua build/5.4/pagsmile/issuing/core.so
+	$(LUA54_ENV) lua5.4 fuzz/make-corpus.lua build/fuzz-corpus
+	@touch $@
+
+fuzz-corpus: deps build build/fuzz-corpus/.done
+
+fuzz: deps build $(FUZZ_BINS) build/fuzz-corpus/.done
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run $(FUZZ_TARGETS)
 
 # Installs the rock into ./build/rock (offline). Debian keeps curl.h under the multiarch dir.
 CURL_INCDIR ?= $(patsubst -I%,%,$(filter -I%,$(shell pkg-config --cflags libcurl))) \

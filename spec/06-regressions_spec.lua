@@ -1,0 +1,177 @@
+-- Regressions found by fuzzing and review (issue #5), each named after its bug, and the most
+-- hostile inputs of the fuzz corpus (fuzz/make-corpus.lua) as a smoke test: no crash, no
+-- raised error, and the right error kind. Run on every runtime and, in `make test`, once
+-- over the ASan+UBSan build, where a memory error fails the run even if the result looks right.
+local core = require "pagsmile.issuing.core"
+local helpers = require "helpers"
+
+describe("regressions #core", function()
+  local merchant_key, merchant_pub
+
+  lazy_setup(function()
+    local pair = helpers.keypair("merchant")
+    merchant_key = assert(core.private_key(pair.private_pem))
+    merchant_pub = assert(core.public_key(pair.public_pem))
+  end)
+
+  local IV_AND_BLOCKS = "0123456789ABCDEF" .. ("A"):rep(64)
+
+  local function answer(random_key, data)
+    return core.json_encode { code = "10000", msg = "Success", random_key = random_key, data = data }
+  end
+
+  local function refused(kind, pattern, data, err)
+    assert.is_nil(data)
+    assert.is_table(err)
+    assert.equal(kind, err.kind)
+    assert.is_string(err.message)
+    assert.matches(pattern, err.message)
+  end
+
+  describe("random_key of 1366 to 1368 Base64 characters overflowed the stack buffer in unseal", function()
+    -- b64_decode wrote up to 1026 bytes into unsigned char rk[1024] (RSA_MAX_BYTES): the
+    -- length check allowed B64_LEN(1024) = 1368 characters, which decode to 1026 bytes.
+    -- Found by review of the fuzz target "open"; caught by the sanitizer pass.
+    for _, n in ipairs { 1364, 1365, 1366, 1367, 1368, 1369, 1372 } do
+      it(n .. " characters: an answer is refused as protocol, without a memory error", function()
+        local data, err = core.open(merchant_key, answer(("A"):rep(n), IV_AND_BLOCKS))
+        refused("protocol", "random_key", data, err)
+      end)
+      it(n .. " characters: a notification's unseal refuses it", function()
+        local value, msg = core.unseal(merchant_key, ("A"):rep(n), IV_AND_BLOCKS)
+        assert.is_nil(value)
+        assert.matches("random_key", msg)
+      end)
+    end
+    it("1368 characters with whitespace among them is refused the same way", function()
+      local rk = ("AAAAAAAA\r\n"):rep(171)
+      local data, err = core.open(merchant_key, answer(rk, IV_AND_BLOCKS))
+      refused("protocol", "random_key", data, err)
+    end)
+  end)
+
+  describe("hostile answers (fuzz corpus smoke)", function()
+    local sealed_rk, sealed_data
+    lazy_setup(function()
+      sealed_rk, sealed_data = core.seal(merchant_pub, { order_no = "F-1", card_id = core.long("9007199254740993") })
+    end)
+
+    local function cases()
+      return {
+        { "empty body", "", "protocol", "empty" },
+        { "HTML error page", "<html>\r\n<head><title>502 Bad Gateway</title></head></html>", "protocol", "not JSON" },
+        { "NUL after the object", '{"code":"10000"}\0garbage', "protocol", "not JSON" },
+        { "nested 70 deep", ("["):rep(70) .. ("]"):rep(70), "protocol", "nesting deeper than 64" },
+        { "a JSON string", '"10000"', "protocol", "not a JSON object" },
+        { "code is an object", '{"code":{"a":1}}', "protocol", "no code" },
+        { "an api refusal with a numeric code", '{"code":40002,"sub_code":"order-not-found"}', "api", "refused" },
+        { "data is a number", '{"code":"10000","data":12}', "protocol", "neither a string nor an object" },
+        { "random_key is a number", answer(nil, sealed_data):gsub('"code"', '"random_key":12,"code"'),
+          "protocol", "without random_key" },
+        { "random_key is not Base64", answer("%%%%", sealed_data), "protocol", "random_key is not valid Base64" },
+        { "random_key truncated", answer(sealed_rk:sub(1, 100), sealed_data), "protocol", "wrong length" },
+        { "random_key altered", answer((sealed_rk:sub(1, 1) == "B" and "C" or "B") .. sealed_rk:sub(2), sealed_data),
+          "protocol", "do not decrypt" },
+        { "random_key far too long", answer(("A"):rep(4000), sealed_data), "protocol", "too long" },
+        { "data cut inside the IV", answer(sealed_rk, sealed_data:sub(1, 10)), "protocol", "16%-character hex IV" },
+        { "data is only the IV", answer(sealed_rk, sealed_data:sub(1, 16)), "protocol", "not valid Base64" },
+        { "data cut off mid-block", answer(sealed_rk, sealed_data:sub(1, #sealed_data - 4)), "protocol",
+          "whole number of AES blocks" },
+        { "IV is not hex", answer(sealed_rk, ("Z"):rep(16) .. sealed_data:sub(17)), "protocol", "hex IV" },
+      }
+    end
+
+    it("each is refused with the right kind and message, never raised", function()
+      for _, c in ipairs(cases()) do
+        local ok, data, err = pcall(core.open, merchant_key, c[2])
+        assert(ok, c[1] .. ": raised " .. tostring(data))
+        assert(data == nil, c[1] .. ": accepted")
+        assert(type(err) == "table" and err.kind == c[3], c[1] .. ": kind " .. tostring(err and err.kind))
+        assert(tostring(err.message):find(c[4]), c[1] .. ": message " .. tostring(err.message))
+      end
+    end)
+
+    it("the untouched answer opens (the cases above differ from it only by their fault)", function()
+      local data, env = core.open(merchant_key, answer(sealed_rk, sealed_data))
+      assert.is_table(env)
+      assert.equal("F-1", data.order_no)
+      assert.equal("9007199254740993", tostring(data.card_id))
+    end)
+  end)
+
+  describe("hostile keys (fuzz corpus smoke)", function()
+    local KEYS = {
+      { "empty", "", "neither PEM nor valid Base64" },
+      { "Base64 of three bytes", "QUJD", "not a DER%-encoded RSA key" },
+      { "too much padding", "QUJD====", "neither PEM nor valid Base64" },
+      { "non-canonical trailing bits", "QUJ=", "neither PEM nor valid Base64" },
+      { "NUL inside Base64", "MII\0BIjAN", "neither PEM nor valid Base64" },
+      { "an empty PEM block", "-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n", "not a valid PEM block" },
+      { "a PEM header alone", "-----BEGIN ", "not a valid PEM block" },
+      { "a PEM block of garbage", "-----BEGIN PRIVATE KEY-----\n%%%%\n-----END PRIVATE KEY-----\n",
+        "not a valid PEM block" },
+      { "a certificate", "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n", "unsupported type" },
+      { "an encrypted key", "-----BEGIN ENCRYPTED PRIVATE KEY-----\nQUJD\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        "encrypted private key" },
+    }
+    for _, c in ipairs(KEYS) do
+      it(c[1] .. " is refused as public and as private key", function()
+        for _, parse in ipairs { core.public_key, core.private_key } do
+          local k, msg = parse(c[2])
+          assert.is_nil(k)
+          assert.matches(c[3], msg)
+        end
+      end)
+    end
+
+    it("a truncated real key is refused, and the whole one accepted", function()
+      local pair = helpers.keypair("merchant")
+      for _, text in ipairs { pair.private_pem, pair.public_pem, helpers.pem_body(pair.public_pem) } do
+        local half = text:sub(1, math.floor(#text / 2))
+        assert.is_nil(core.public_key(half))
+        assert.is_nil(core.private_key(half))
+      end
+      assert.equal(2048, core.private_key(pair.private_pem):bits())
+      assert.equal(2048, core.public_key(helpers.pem_body(pair.public_pem)):bits())
+    end)
+  end)
+
+  describe("hostile JSON (fuzz corpus smoke)", function()
+    local REFUSED = {
+      { "nested 65 deep", ("["):rep(65) .. ("]"):rep(65), "nesting deeper than 64" },
+      { "objects nested 70 deep", ('{"a":'):rep(70) .. "1" .. ("}"):rep(70), "nesting deeper than 64" },
+      { "a lone high surrogate", '"\\ud800"', "high surrogate" },
+      { "a lone low surrogate", '"\\udc00\\ud800"', "lone low surrogate" },
+      { "overlong UTF-8", '"\192\175"', "invalid UTF%-8" },
+      { "a UTF-8 surrogate", '"\237\160\128"', "invalid UTF%-8" },
+      { "a raw NUL in a string", '"a\0b"', "control character" },
+      { "1e400", "[1e400]", "out of range" },
+      { "a trailing comma", '{"a":1,}', "expected a string key" },
+      { "a leading zero", "01", "leading zero" },
+      { "an open array", "[", "unexpected end of input" },
+    }
+    for _, c in ipairs(REFUSED) do
+      it(c[1] .. " is refused with its position", function()
+        local v, msg = core.json_decode(c[2])
+        assert.is_nil(v)
+        assert.matches("^invalid JSON at byte %d+: .*" .. c[3], msg)
+      end)
+    end
+
+    it("nested 64 deep decodes", function()
+      assert.is_table(core.json_decode(("["):rep(64) .. ("]"):rep(64)))
+    end)
+
+    it("integers beyond int64 stay exact as decimal strings; int64 bounds are exact", function()
+      assert.equal("18446744073709551616", core.json_decode("18446744073709551616"))
+      assert.equal("-9223372036854775809", core.json_decode("-9223372036854775809"))
+      assert.equal("9223372036854775807", tostring(core.json_decode("9223372036854775807")))
+      assert.equal("-9223372036854775808", tostring(core.json_decode("-9223372036854775808")))
+    end)
+
+    it("an escaped NUL and duplicate keys decode; the last duplicate wins", function()
+      assert.equal("\0", core.json_decode('"\\u0000"'))
+      assert.equal(2, core.json_decode('{"a":1,"a":2}').a)
+    end)
+  end)
+end)
