@@ -714,8 +714,18 @@ static int is_null(lua_State *L, int idx) {
   return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
 }
 
+/* After a member or an element: 1 when ',' says more follows, 0 at the closing bracket,
+ * -1 (with the error set) otherwise. */
+static int dec_next(dec_t *d, char close, const char *expected) {
+  skip_ws(d);
+  if (d->p >= d->end) return dec_fail(d, d->p, "unexpected end of input") - 1;
+  if (*d->p == ',' || *d->p == close) return *d->p++ == ',';
+  return dec_fail(d, d->p, expected) - 1;
+}
+
 static int dec_object(dec_t *d, int depth) {
   lua_State *L = d->L;
+  int more;
   if (depth >= DEC_MAX_DEPTH) return dec_fail(d, d->p, "nesting deeper than 64");
   d->p++;
   lua_newtable(L);
@@ -739,23 +749,13 @@ static int dec_object(dec_t *d, int depth) {
       lua_pushnil(L);
     }
     lua_rawset(L, -3);
-    skip_ws(d);
-    if (d->p >= d->end) return dec_fail(d, d->p, "unexpected end of input");
-    if (*d->p == ',') {
-      d->p++;
-      continue;
-    }
-    if (*d->p == '}') {
-      d->p++;
-      return 1;
-    }
-    return dec_fail(d, d->p, "expected ',' or '}'");
+    if ((more = dec_next(d, '}', "expected ',' or '}'")) <= 0) return more == 0;
   }
 }
 
 static int dec_array(dec_t *d, int depth) {
   lua_State *L = d->L;
-  int i = 0;
+  int i = 0, more;
   if (depth >= DEC_MAX_DEPTH) return dec_fail(d, d->p, "nesting deeper than 64");
   d->p++;
   lua_newtable(L);
@@ -768,17 +768,7 @@ static int dec_array(dec_t *d, int depth) {
     if (i == 0x7fffffff) return dec_fail(d, d->p, "array too long");
     if (!dec_value(d, depth + 1)) return 0;
     lua_rawseti(L, -2, ++i);
-    skip_ws(d);
-    if (d->p >= d->end) return dec_fail(d, d->p, "unexpected end of input");
-    if (*d->p == ',') {
-      d->p++;
-      continue;
-    }
-    if (*d->p == ']') {
-      d->p++;
-      return 1;
-    }
-    return dec_fail(d, d->p, "expected ',' or ']'");
+    if ((more = dec_next(d, ']', "expected ',' or ']'")) <= 0) return more == 0;
   }
 }
 
