@@ -1,4 +1,5 @@
-/* The wiped buffer of core.h, and the few compat functions PUC Lua 5.1 lacks. */
+/* The wiped buffer of core.h, the handle metatable, and the compat functions PUC Lua 5.1
+ * lacks. */
 #include "core.h"
 
 #include <openssl/crypto.h>
@@ -64,6 +65,20 @@ int pagsmile_buf_append(pagsmile_buf *b, const void *s, size_t n) {
   if (n) memcpy(b->p + b->len, s, n);
   b->len += n;
   return 1;
+}
+
+void pagsmile_handle_metatable(lua_State *L, const char *name, const luaL_Reg *methods,
+                               lua_CFunction close) {
+  if (!luaL_newmetatable(L, name)) return;
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, close);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, close);
+  lua_setfield(L, -2, "__close");
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "__name");
 }
 
 void pagsmile_push_int64(lua_State *L, int64_t v) {

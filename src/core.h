@@ -24,6 +24,13 @@ int pagsmile_buf_reserve(pagsmile_buf *b, size_t extra);       /* 0 on out of me
 int pagsmile_buf_append(pagsmile_buf *b, const void *s, size_t n);
 void pagsmile_buf_wipe(pagsmile_buf *b); /* cleanse + free; the buffer stays usable */
 
+/*
+ * A handle's metatable: __index = methods, __gc = __close = close, __name = name. Created
+ * once per Lua state; left on the stack so the caller can add to it and pop it.
+ */
+void pagsmile_handle_metatable(lua_State *L, const char *name, const luaL_Reg *methods,
+                               lua_CFunction close);
+
 /* json.c ------------------------------------------------------------------------------ */
 
 /*

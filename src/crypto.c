@@ -739,16 +739,9 @@ void pagsmile_crypto_register(lua_State *L) {
                                    {"unseal", l_unseal},         {"open", l_open},
                                    {"request_id", l_request_id},
                                    {NULL, NULL}};
-  if (luaL_newmetatable(L, KEY_MT)) {
-    luaL_newlib(L, key_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, key_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, key_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, key_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
+  pagsmile_handle_metatable(L, KEY_MT, key_methods, key_close);
+  lua_pushcfunction(L, key_tostring);
+  lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
   if (luaL_newmetatable(L, SESSION_MT)) {
     lua_pushcfunction(L, session_gc);

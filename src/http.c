@@ -362,16 +362,7 @@ static const luaL_Reg http_methods[] = {
 };
 
 void pagsmile_http_register(lua_State *L) {
-  if (luaL_newmetatable(L, HTTP_MT)) {
-    luaL_newlib(L, http_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, http_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, http_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushliteral(L, HTTP_MT);
-    lua_setfield(L, -2, "__name");
-  }
+  pagsmile_handle_metatable(L, HTTP_MT, http_methods, http_close);
   lua_pop(L, 1);
   lua_pushcfunction(L, http_new);
   lua_setfield(L, -2, "http");

@@ -714,6 +714,20 @@ static int is_null(lua_State *L, int idx) {
   return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
 }
 
+/* At '{' or '[': pushes the new table. 1 when members follow, 0 when the bracket closes at
+ * once, -1 (with the error set) when the nesting is too deep. */
+static int dec_open(dec_t *d, int depth, char close) {
+  if (depth >= DEC_MAX_DEPTH) return dec_fail(d, d->p, "nesting deeper than 64") - 1;
+  d->p++;
+  lua_newtable(d->L);
+  skip_ws(d);
+  if (d->p < d->end && *d->p == close) {
+    d->p++;
+    return 0;
+  }
+  return 1;
+}
+
 /* After a member or an element: 1 when ',' says more follows, 0 at the closing bracket,
  * -1 (with the error set) otherwise. */
 static int dec_next(dec_t *d, char close, const char *expected) {
@@ -725,16 +739,8 @@ static int dec_next(dec_t *d, char close, const char *expected) {
 
 static int dec_object(dec_t *d, int depth) {
   lua_State *L = d->L;
-  int more;
-  if (depth >= DEC_MAX_DEPTH) return dec_fail(d, d->p, "nesting deeper than 64");
-  d->p++;
-  lua_newtable(L);
-  skip_ws(d);
-  if (d->p < d->end && *d->p == '}') {
-    d->p++;
-    return 1;
-  }
-  for (;;) {
+  int more = dec_open(d, depth, '}');
+  while (more > 0) {
     skip_ws(d);
     if (d->p >= d->end) return dec_fail(d, d->p, "unexpected end of input");
     if (*d->p != '"') return dec_fail(d, d->p, "expected a string key");
@@ -749,27 +755,20 @@ static int dec_object(dec_t *d, int depth) {
       lua_pushnil(L);
     }
     lua_rawset(L, -3);
-    if ((more = dec_next(d, '}', "expected ',' or '}'")) <= 0) return more == 0;
+    more = dec_next(d, '}', "expected ',' or '}'");
   }
+  return more == 0;
 }
 
 static int dec_array(dec_t *d, int depth) {
-  lua_State *L = d->L;
-  int i = 0, more;
-  if (depth >= DEC_MAX_DEPTH) return dec_fail(d, d->p, "nesting deeper than 64");
-  d->p++;
-  lua_newtable(L);
-  skip_ws(d);
-  if (d->p < d->end && *d->p == ']') {
-    d->p++;
-    return 1;
-  }
-  for (;;) {
+  int i = 0, more = dec_open(d, depth, ']');
+  while (more > 0) {
     if (i == 0x7fffffff) return dec_fail(d, d->p, "array too long");
     if (!dec_value(d, depth + 1)) return 0;
-    lua_rawseti(L, -2, ++i);
-    if ((more = dec_next(d, ']', "expected ',' or ']'")) <= 0) return more == 0;
+    lua_rawseti(d->L, -2, ++i);
+    more = dec_next(d, ']', "expected ',' or ']'");
   }
+  return more == 0;
 }
 
 static int dec_literal(dec_t *d, const char *word, size_t n) {
