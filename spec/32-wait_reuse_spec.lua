@@ -47,6 +47,23 @@ describe("apply_card_and_wait", function()
     assert.equal(1, sb:orders()[biz.order_no].applies)
   end)
 
+  it("its timeout bounds the apply too, not only the polling after it", function()
+    local biz = helpers.biz()
+    -- The client's own timeout (30 s) would let this apply wait out its 5 s latency.
+    assert(sb:faults { { order_no = biz.order_no, path = "/issuing/card/apply",
+                         kind = "latency", ms = 5000 } })
+    local t0 = require("pagsmile.issuing.core").monotime()
+    local card, err = client:apply_card_and_wait(biz, { timeout = 1, interval = 0.1 })
+    local elapsed = require("pagsmile.issuing.core").monotime() - t0
+    -- The apply attempt gave up inside the 1 s; the order it had placed was then found by
+    -- Query Apply Result, so the card comes back, and one order exists.
+    assert.is_nil(err)
+    assert.is_true(card.completed)
+    assert.is_true(elapsed < 2, ("took %.2f s"):format(elapsed))
+    assert.equal(1, sb:orders()[biz.order_no].applies)
+    assert(sb:faults(false))
+  end)
+
   it("a completed apply returns at once without querying", function()
     local biz = helpers.biz()
     local card = assert(client:apply_card_and_wait(biz))

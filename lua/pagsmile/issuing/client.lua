@@ -198,9 +198,11 @@ function Client:apply_card(biz_data)
   self:_check_open()
   local clean, verr = validate(schema.apply_card, biz_data)
   if not clean then return nil, verr end
+  return self:_apply(clean, now() + self.o.timeout)
+end
+
+function Client:_apply(clean, deadline)
   local order_no = clean.order_no
-  local start = now()
-  local deadline = start + self.o.timeout
   local attempt, reapplied = 0, false
   while true do
     local attempt_deadline = now() + (deadline - now()) * APPLY_SHARE
@@ -260,9 +262,9 @@ function Client:query_apply_result(order_no)
 end
 
 -- Applies, then follows a processing order with Query Apply Result every `interval` seconds
--- until it completes or `timeout` seconds (counted from the call) have passed. On timeout
--- the error carries the last known card as err.card. wait.on_update(card), if given, sees
--- every card the calls return (for progress logs).
+-- until it completes or `timeout` seconds (counted from the call, the apply included) have
+-- passed. On timeout the error carries the last known card as err.card. wait.on_update(card),
+-- if given, sees every card the calls return (for progress logs).
 function Client:apply_card_and_wait(biz_data, wait)
   self:_check_open()
   wait = wait or {}
@@ -275,7 +277,9 @@ function Client:apply_card_and_wait(biz_data, wait)
   end
   local deadline = now() + timeout
   local on_update = wait.on_update
-  local card, err = self:apply_card(biz_data)
+  local clean, verr = validate(schema.apply_card, biz_data)
+  if not clean then return nil, verr end
+  local card, err = self:_apply(clean, math.min(deadline, now() + self.o.timeout))
   if not card then return nil, err end
   if on_update then on_update(card) end
   local last_err
