@@ -6,8 +6,16 @@ local ltn12 = require "ltn12"
 local nginx = require "sandbox.nginx"
 local tls = require "sandbox.tls"
 
+-- One transport per location and verify setting, kept for the worker as a client would be.
 local HANDLER = [[
-  local t = require("pagsmile.issuing.transport.ngx").new{ ssl_verify = ngx.var.arg_verify ~= "0" }
+  local cache = package.loaded["spec.transports"] or {}
+  package.loaded["spec.transports"] = cache
+  local key = ngx.var.uri .. (ngx.var.arg_verify or "")
+  local t = cache[key]
+  if not t then
+    t = require("pagsmile.issuing.transport.ngx").new{ ssl_verify = ngx.var.arg_verify ~= "0" }
+    cache[key] = t
+  end
   ngx.req.read_body()
   local body = ngx.req.get_body_data() or ""
   local scheme = ngx.var.arg_tls == "1" and "https" or "http"
@@ -104,6 +112,14 @@ describe("ngx transport", function()
               else
                 ngx.exit(404)
               end
+            }
+          }
+          location /raw/ {
+            content_by_lua_block {
+              local answer = require("spec.raw_answers")[ngx.var.uri:sub(6)]
+              local sock = assert(ngx.req.socket(true))
+              sock:receive(tonumber(ngx.var.http_content_length) or 0)
+              sock:send(answer or "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
             }
           }
           location /close {
@@ -267,6 +283,47 @@ describe("ngx transport", function()
     assert.are.equal(200, code)
     assert.are.equal("200", h["x-status"])
     assert.are.equal("plain", got)
+  end)
+
+  it("a connection verified under one trust store is not lent to a client without it", function()
+    -- /t (with the CA) pools a verified connection to tls_port; /t_noca's transport has a
+    -- pool of its own, so it must verify afresh, and fail
+    local code = call("tls=1&port=" .. tls_port .. "&path=/echo", "x")
+    assert.are.equal(200, code)
+    local got, h
+    code, h, got = call("tls=1&port=" .. tls_port .. "&path=/echo", "x", "/t_noca")
+    assert.are.equal(502, code, got)
+    assert.are.equal("transport", h["x-kind"], got)
+    assert.are.equal("0", h["x-connects"])
+  end)
+
+  describe("reads unusual but valid answers", function()
+    for name, body in pairs { no_reason = "ok", continue = "ok", chunk_ext = "hello",
+                              te_and_cl = "ok" } do
+      it(name, function()
+        local code, h, got = call("port=" .. upstream.port .. "&path=/raw/" .. name, "x")
+        assert.are.equal(200, code, got)
+        assert.are.equal("200", h["x-status"])
+        assert.are.equal(body, got)
+      end)
+    end
+  end)
+
+  describe("refuses malformed answers as protocol errors (sent, not retryable)", function()
+    local names = {}
+    for name in pairs(require "spec.raw_answers") do names[#names + 1] = name end
+    table.sort(names)
+    for _, name in ipairs(names) do
+      if not ({ no_reason = 1, continue = 1, chunk_ext = 1, te_and_cl = 1 })[name] then
+        it(name, function()
+          local code, h, got = call("port=" .. upstream.port .. "&path=/raw/" .. name, "x")
+          assert.are.equal(502, code, got)
+          assert.are.equal("protocol", h["x-kind"], got)
+          assert.are.equal("true", h["x-sent"])
+          assert.are.equal("false", h["x-retryable"])
+        end)
+      end
+    end
   end)
 
   it("logs no request bodies", function()

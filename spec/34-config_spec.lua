@@ -84,6 +84,13 @@ describe("issuing.new #core", function()
     assert(issuing.new(base { timeout = 0.25, connect_timeout = 0.1, utc_offset = "-03:00" })):close()
   end)
 
+  it("refuses control characters where they would reach the HTTP request head", function()
+    refused({ base_url = "http://127.0.0.1:1/x HTTP/1.1\r\nX-Injected: 1" }, "base_url",
+      "control characters")
+    refused({ user_agent = "agent\r\nX-Injected: 1" }, "user_agent", "control characters")
+    refused({ proxy = "http://proxy\n" }, "proxy", "control characters")
+  end)
+
   it("catches a misspelt setting", function()
     refused({ time_out = 5 }, "time_out", "is not a setting")
   end)

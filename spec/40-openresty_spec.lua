@@ -37,6 +37,14 @@ local TEST_HTTP = [[
         ngx.header["X-Message"] = card and card.status or err.message
       }
     }
+    location = /t/proxy {
+      content_by_lua_block {
+        local c = assert(require("merchant").new_client{ proxy = "http://127.0.0.1:1" })
+        local _, err = c:query_apply_result("PROXY-1")
+        c:close()
+        ngx.print(err.kind .. "|" .. tostring(err.field) .. "|" .. err.message)
+      }
+    }
     location = /t/timer {
       content_by_lua_block {
         local merchant = require "merchant"
@@ -336,6 +344,16 @@ describe("OpenResty example (plain HTTP sandbox)", function()
       assert.equal("card", h["x-kind"], h["x-message"])
       assert.equal("completed", h["x-message"])
       assert.equal(before + 1, sb:stats().requests["/issuing/card/query-apply-card-result"])
+    end)
+
+    it("refuses a proxy it cannot honour rather than going around it", function()
+      local before = helpers.api_requests(sb)
+      local _, text = request("GET", test_url .. "/t/proxy")
+      local kind, field, message = text:match("^(%w+)|([%w_]+)|(.*)$")
+      assert.equal("config", kind, text)
+      assert.equal("proxy", field)
+      assert.matches('transport = "curl"', message, 1, true)
+      assert.equal(before, helpers.api_requests(sb))
     end)
 
     it("works in a timer (cosockets)", function()

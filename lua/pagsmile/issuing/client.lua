@@ -70,6 +70,11 @@ function Client:_transport()
       .. ' phase; call from rewrite/access/content/timer, or set transport = "curl"'
       .. " to block this worker knowingly")
   end
+  if self.o.proxy and self.o.proxy ~= "" then
+    -- Silently going around an egress proxy would be worse than refusing.
+    return nil, errors.config("proxy", "is honoured by libcurl only; the cosocket transport "
+      .. 'connects directly: leave proxy unset inside nginx, or set transport = "curl"')
+  end
   if not self.ngx then
     self.ngx = require("pagsmile.issuing.transport.ngx").new { user_agent = self.o.user_agent }
   end

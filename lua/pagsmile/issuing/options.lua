@@ -37,6 +37,7 @@ end
 -- base_url: https, or plain http only towards this machine (the local sandbox).
 local function check_base_url(url)
   if type(url) ~= "string" then return nil, "must be a string URL" end
+  if url:find("[%c%s]") then return nil, "must not contain spaces or control characters" end
   url = url:gsub("/+$", "")
   local scheme, host = url:match("^(%a+)://(%[?[%w%.%-:]+%]?)")
   if not scheme then return nil, "must look like https://host[:port]" end
@@ -126,6 +127,9 @@ function options.check(opts)
   for _, name in ipairs { "ca_file", "proxy", "user_agent" } do
     if o[name] ~= nil and type(o[name]) ~= "string" then
       return nil, errors.config(name, "must be a string or nil")
+    end
+    if o[name] and o[name]:find("%c") then
+      return nil, errors.config(name, "must not contain control characters")
     end
   end
   if o.log ~= nil and type(o.log) ~= "function" then

@@ -33,17 +33,25 @@ local function parse_url(url)
   if port < 1 or port > 65535 then return nil, "bad url port" end
   if path == "" then path = "/" end
   local host_header = port == default_port and authority:gsub(":%d*$", "") or authority
-  -- nginx resolves names only through a `resolver`; "localhost" needs none.
+  -- nginx resolves names only through a `resolver`; "localhost" needs none. An IPv6
+  -- literal keeps its brackets for connect.
   local addr = lower(host) == "localhost" and "127.0.0.1" or host
+  if find(addr, ":", 1, true) then addr = "[" .. addr .. "]" end
   local u = { host = host, addr = addr, port = port, tls = tls, path = path, host_header = host_header }
   if url_cache_n >= 256 then url_cache, url_cache_n = {}, 0 end
   url_cache[url], url_cache_n = u, url_cache_n + 1
   return u
 end
 
+-- Each transport keeps its own pool: nginx verifies a connection once, against the trust
+-- store of the location that opened it, so two clients never share a verified connection.
+local instances = 0
+
 function M.new(opts)
   opts = opts or {}
+  instances = instances + 1
   local self = setmetatable({
+    pool_tag = "pagsmile#" .. instances,
     ssl_verify = opts.ssl_verify ~= false,
     pool_size = opts.pool_size or 32,
     keepalive_ms = math.floor((opts.keepalive_timeout or 60) * 1000),
@@ -79,16 +87,29 @@ local function new_reader(sock, deadline)
   return setmetatable({ sock = sock, deadline = deadline, buf = "", pos = 1 }, Reader)
 end
 
-function Reader:fill()
+-- One socket read, waiting at most for what is left of the deadline.
+function Reader:receive()
   ngx.update_time()
   local left = self.deadline - ngx.now()
   if left <= 0 then return nil, "timeout" end
   self.sock:settimeout(math.max(1, math.floor(left * 1000)))
-  local data, err = self.sock:receiveany(65536)
+  return self.sock:receiveany(65536)
+end
+
+-- Appends one read to the buffer (for lines, which are short).
+function Reader:fill()
+  local data, err = self:receive()
   if not data then return nil, err end
   if self.pos > 1 then self.buf, self.pos = self.buf:sub(self.pos), 1 end
   self.buf = self.buf .. data
   return true
+end
+
+-- The unread part of the buffer, which is left empty.
+function Reader:take()
+  local s = self.buf:sub(self.pos)
+  self.buf, self.pos = "", 1
+  return s
 end
 
 -- One line without its CRLF (or LF).
@@ -107,10 +128,19 @@ function Reader:line()
   end
 end
 
+-- Exactly n bytes. Reads are gathered and joined once, so a body that arrives in many small
+-- pieces costs linear time.
 function Reader:bytes(n)
-  while #self.buf - self.pos + 1 < n do
-    local ok, err = self:fill()
-    if not ok then return nil, err end
+  local have = #self.buf - self.pos + 1
+  if have < n then
+    local parts = { self:take() }
+    while have < n do
+      local data, err = self:receive()
+      if not data then return nil, err end
+      parts[#parts + 1] = data
+      have = have + #data
+    end
+    self.buf = concat(parts)
   end
   local data = self.buf:sub(self.pos, self.pos + n - 1)
   self.pos = self.pos + n
@@ -119,13 +149,17 @@ end
 
 -- Everything up to the server's close.
 function Reader:rest()
+  local parts = { self:take() }
+  local total = #parts[1]
   while true do
-    if #self.buf - self.pos + 1 > MAX_BODY then return nil, "protocol", "response body larger than 1 MiB" end
-    local ok, err = self:fill()
-    if not ok then
-      if err == "closed" then return self.buf:sub(self.pos) end
+    if total > MAX_BODY then return nil, "protocol", "response body larger than 1 MiB" end
+    local data, err = self:receive()
+    if not data then
+      if err == "closed" then return concat(parts) end
       return nil, err
     end
+    parts[#parts + 1] = data
+    total = total + #data
   end
 end
 
@@ -134,21 +168,40 @@ function Reader:leftover()
   return #self.buf >= self.pos
 end
 
+-- A header (or trailer) line: a token name, a colon, the value. Obsolete line folding,
+-- space before the colon and stray control characters are refused (RFC 9112 §5).
+local function header_line(h)
+  local name, value = match(h, "^([%w!#$%%&'*+.^_`|~-]+):[ \t]*(.-)[ \t]*$")
+  if not name or find(value, "[%z\1-\8\10-\31\127]") then return nil end
+  return lower(name), value
+end
+
+-- Trailers after the last chunk, up to the empty line; checked, then dropped.
+local function read_trailers(r)
+  for _ = 1, MAX_HEADERS do
+    local t, err, msg = r:line()
+    if not t then return nil, err, msg end
+    if t == "" then return true end
+    if not header_line(t) then return nil, "protocol", "bad trailer line" end
+  end
+  return nil, "protocol", "too many trailer lines"
+end
+
 local function read_chunked(r)
   local parts, total = {}, 0
   while true do
     local line, err, msg = r:line()
     if not line then return nil, err, msg end
-    local size = tonumber(match(line, "^%s*(%x+)"), 16)
-    if not size then return nil, "protocol", "bad chunk size line" end
+    -- chunk-size [ chunk-ext ]: hex digits, then nothing or ";extension"
+    local hex, ext = match(line, "^(%x+)[ \t]*(.*)$")
+    if not hex or (ext ~= "" and ext:byte(1) ~= 59) or #hex > 15 then
+      return nil, "protocol", "bad chunk size line"
+    end
+    local size = tonumber(hex, 16)
     if size == 0 then
-      -- trailers, up to the empty line
-      for _ = 1, MAX_HEADERS do
-        local t, terr, tmsg = r:line()
-        if not t then return nil, terr, tmsg end
-        if t == "" then return concat(parts) end
-      end
-      return nil, "protocol", "too many trailer lines"
+      local ok, terr, tmsg = read_trailers(r)
+      if not ok then return nil, terr, tmsg end
+      return concat(parts)
     end
     total = total + size
     if total > MAX_BODY then return nil, "protocol", "response body larger than 1 MiB" end
@@ -161,14 +214,17 @@ local function read_chunked(r)
   end
 end
 
--- Status line and header block; 1xx answers are skipped.
+-- Status line and header block; interim 1xx answers are skipped.
 local function read_head(r)
   while true do
     local line, err, msg = r:line()
     if not line then return nil, err, msg end
-    local version, status = match(line, "^HTTP/(%d%.%d) (%d%d%d)")
-    if not version then return nil, "protocol", "bad status line" end
+    local version, status, reason = match(line, "^HTTP/(1%.[01]) ([1-5]%d%d)(.*)$")
+    if not version or (reason ~= "" and not find(reason, "^[ \t]")) then
+      return nil, "protocol", "bad status line"
+    end
     status = tonumber(status)
+    if status == 101 then return nil, "protocol", "unexpected 101 Switching Protocols" end
     local headers, n = {}, 0
     while true do
       local h, herr, hmsg = r:line()
@@ -176,13 +232,12 @@ local function read_head(r)
       if h == "" then break end
       n = n + 1
       if n > MAX_HEADERS then return nil, "protocol", "too many header lines" end
-      local name, value = match(h, "^([^:%s]+)%s*:%s*(.-)%s*$")
+      local name, value = header_line(h)
       if not name then return nil, "protocol", "bad header line" end
-      name = lower(name)
       local prev = headers[name]
       headers[name] = prev and (prev .. ", " .. value) or value
     end
-    if status >= 200 or status == 101 then return version, status, headers end
+    if status >= 200 then return version, status, headers end
   end
 end
 
@@ -206,15 +261,23 @@ function Transport:request(req)
   local ms = math.max(1, math.floor(connect_timeout * 1000))
   local rest = math.max(1, math.floor(timeout * 1000))
   sock:settimeouts(ms, rest, rest)
-  local pool = u.host .. ":" .. u.port .. ":" .. (u.tls and "tls" or "plain") .. ":"
-               .. (verify and "verify" or "noverify") .. ":" .. u.host
+  local pool = self.pool_tag .. ":" .. u.host .. ":" .. u.port .. ":"
+               .. (u.tls and "tls" or "plain") .. ":" .. (verify and "verify" or "noverify")
   local ok, err = sock:connect(u.addr, u.port, { pool = pool, pool_size = self.pool_size })
   if not ok then
-    if err == "timeout" then return fail("timeout", "timed out connecting", false, sock) end
+    -- nginx's resolver runs on its own resolver_timeout, not on this socket's.
+    if err == "timeout" or find(tostring(err), "timed out", 1, true) then
+      return fail("timeout", "timed out connecting: " .. tostring(err), false, sock)
+    end
     return fail("transport", "could not connect: " .. tostring(err), false, sock)
   end
   local reused = sock:getreusedtimes() or 0
   if u.tls and reused == 0 then
+    -- ngx_lua times the handshake with the connect timeout: give it what connecting left.
+    ngx.update_time()
+    local left = math.min(connect_timeout, timeout) - (ngx.now() - started)
+    if left <= 0 then return fail("timeout", "timed out connecting", false, sock) end
+    sock:settimeouts(math.max(1, math.floor(left * 1000)), rest, rest)
     local sess, serr = sock:sslhandshake(false, u.host, verify)
     -- ngx_lua 0.10.23 can report success for a handshake that failed verification when it
     -- completed asynchronously; the socket is closed by then, which getreusedtimes reveals.
@@ -265,14 +328,17 @@ function Transport:request(req)
   local conn = lower(headers["connection"] or "")
   local keep = not find(conn, "close", 1, true) and (version ~= "1.0" or find(conn, "keep-alive", 1, true))
   local res_body, berr, bmsg
-  local te = lower(headers["transfer-encoding"] or "")
+  local te = headers["transfer-encoding"]
   local clen = headers["content-length"]
   if status == 204 or status == 304 or (req.method or "POST") == "HEAD" then
     res_body = ""
-  elseif te ~= "" and te ~= "identity" then
-    if not find(te, "chunked", 1, true) then
+  elseif te then
+    -- No Accept-Encoding is sent, so "chunked" is the only coding a server may use.
+    if lower(te) ~= "chunked" then
       return fail("protocol", "unsupported transfer-encoding", true, sock)
     end
+    -- Both framings at once is how request smuggling starts: read by chunks, then close.
+    if clen then keep = false end
     res_body, berr, bmsg = read_chunked(r)
   elseif clen then
     local n = tonumber(match(clen, "^%s*(%d+)%s*$"))
