@@ -26,7 +26,7 @@ build: $(CORES)
 # A C module links against libcurl and OpenSSL, never against liblua: the host provides Lua.
 build/%/pagsmile/issuing/core.so: $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(OPTFLAGS) $(WARNFLAGS) -fPIC -shared \
+	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(OPTFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -shared \
 	  -I$(lua_inc_$*) $(DEPFLAGS) $(CFLAGS) -o $@ $(SRCS) $(DEPLIBS) $(LDFLAGS)
 
 deps:
@@ -56,7 +56,7 @@ valgrind: deps build
 
 build/asan/pagsmile/issuing/core.so: $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
-	$(SAN_CC) -std=c99 -D_POSIX_C_SOURCE=200809L -O1 -g $(SANFLAGS) $(WARNFLAGS) -fPIC -shared \
+	$(SAN_CC) -std=c99 -D_POSIX_C_SOURCE=200809L -O1 -g $(SANFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -shared \
 	  -I$(lua_inc_5.4) $(DEPFLAGS) -o $@ $(SRCS) $(DEPLIBS)
 
 build/asan/lua5.4: fuzz/asan-lua.c

@@ -83,6 +83,8 @@ else
 end
 if not card then
   io.stderr:write(tostring(err), "\n")
+  -- The platform's own words are kept out of messages (they might echo what was sent).
+  if err.sub_msg then io.stderr:write("  the platform says: ", err.sub_msg, "\n") end
   client:close()
   os.exit(1)
 end

@@ -174,4 +174,38 @@ describe("regressions #core", function()
       assert.equal(2, core.json_decode('{"a":1,"a":2}').a)
     end)
   end)
+
+  describe("found by review", function()
+    it("an envelope code of 10000 as a float means success on every runtime", function()
+      -- 5.3+ printed 10000.0 as "10000.0", which is not "10000"
+      for _, code in ipairs { "1e4", "10000.0", "10000" } do
+        assert.same({ ok = true }, (core.open(nil, '{"code":' .. code .. ',"data":{"ok":true}}')))
+      end
+      local data, err = core.open(nil, '{"code":4.0002e4,"msg":"Business Failed"}')
+      refused("api", "refused", data, err)
+      assert.equal("40002", err.code)
+      refused("protocol", "no code", core.open(nil, '{"code":10000.5}'))
+    end)
+
+    it("core.sleep of NaN, infinity or a negative number returns at once", function()
+      local t0 = core.monotime()
+      core.sleep(0 / 0)
+      core.sleep(-1)
+      core.sleep(-math.huge)
+      assert.is_true(core.monotime() - t0 < 1)
+    end)
+
+    it("apply_card_and_wait refuses a NaN or infinite interval or timeout (it never ended)", function()
+      local issuing = require "pagsmile.issuing"
+      local pair = helpers.keypair("merchant")
+      local client = assert(issuing.new {
+        app_id = "a", partner_id = "p", base_url = "http://127.0.0.1:1",
+        platform_public_key = pair.public_pem, merchant_private_key = pair.private_pem,
+      })
+      for _, wait in ipairs { { interval = 0 / 0 }, { timeout = 0 / 0 }, { timeout = math.huge } } do
+        assert.has_error(function() client:apply_card_and_wait(helpers.biz(), wait) end)
+      end
+      client:close()
+    end)
+  end)
 end)

@@ -116,10 +116,41 @@ describe("faults", function()
         assert.is_true(res.elapsed < BOUND)
         local order = order_of(biz.order_no)
         assert.equal(1, order.applies)
-        -- every query was refused by the fault, and the client stopped at max_retries
-        assert.equal(3, 100 - assert(sb:settings()).faults[2].times)
+        -- every query was refused by the fault; settling an apply, the client went on asking
+        -- past max_retries (2) until the deadline
+        assert.is_true(100 - assert(sb:settings()).faults[2].times > 3)
         local card = assert(settled(biz.order_no))
         assert.equal(order.card_token, card.card_token)
+      end)
+
+      it("an attempt held up on its way (not found yet) is never reported as not created",
+         function()
+        -- the first apply's connection dies at once and the sandbox acts on it 1 s later,
+        -- after the client's query has been told "no such order"
+        local biz = helpers.biz()
+        assert(sb:faults { { order_no = biz.order_no, path = APPLY, kind = "late", ms = 1000 } })
+        local res = apply(biz, { max_retries = 0 })
+        assert.is_nil(res.card)
+        assert.equal("unknown", res.err.outcome)
+        assert.equal(biz.order_no, res.err.order_no)
+        assert.matches("did not know the order yet", res.err.message, 1, true)
+        assert.is_nil(res.err.message:find("no card was issued", 1, true))
+        core.sleep(1.2)
+        local card = assert(settled(biz.order_no)) -- the card the caller must not give up on
+        assert.equal(biz.order_no, card.order_no)
+      end)
+
+      it("a held-up attempt with retries left: applied again, one order, the card returned",
+         function()
+        local biz = helpers.biz()
+        assert(sb:faults { { order_no = biz.order_no, path = APPLY, kind = "late", ms = 1000 } })
+        local res = apply(biz)
+        assert.is_nil(res.err)
+        assert.equal(biz.order_no, res.card.order_no)
+        core.sleep(1.2) -- the held-up original arrives, and is refused as a duplicate
+        local order = order_of(biz.order_no)
+        assert.equal(2, order.applies)
+        assert.equal(order.card_token, res.card.card_token)
       end)
 
       it("a per-order fault leaves other orders alone", function()

@@ -16,7 +16,8 @@ static int l_monotime(lua_State *L) {
 static int l_sleep(lua_State *L) {
   lua_Number s = luaL_checknumber(L, 1);
   struct timespec ts, rem;
-  if (s <= 0) return 0;
+  if (!(s > 0)) return 0; /* NaN too */
+  if (s > 1e6) s = 1e6;    /* (time_t) of a huge or infinite value is undefined */
   ts.tv_sec = (time_t)s;
   ts.tv_nsec = (long)((s - (lua_Number)ts.tv_sec) * 1e9);
   while (nanosleep(&ts, &rem) == -1 && errno == EINTR) ts = rem;

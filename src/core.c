@@ -9,9 +9,12 @@
 #define PAGSMILE_VERSION "scm"
 #endif
 
-LUALIB_API int luaopen_pagsmile_issuing_core(lua_State *L);
+/* The one symbol the module exports (it is built with -fvisibility=hidden). */
+#define PAGSMILE_EXPORT __attribute__((visibility("default")))
 
-LUALIB_API int luaopen_pagsmile_issuing_core(lua_State *L) {
+PAGSMILE_EXPORT int luaopen_pagsmile_issuing_core(lua_State *L);
+
+PAGSMILE_EXPORT int luaopen_pagsmile_issuing_core(lua_State *L) {
   lua_newtable(L);
   pagsmile_json_register(L);
   pagsmile_crypto_register(L);

@@ -242,6 +242,9 @@ static EVP_PKEY *parse_der(const unsigned char *der, long n, int want_private, i
   const unsigned char *p;
   EVP_PKEY *pk = NULL;
   *other = 0;
+  /* The forms are tried in turn; a failed try must not leave errors in the thread's queue
+   * (nginx reports them later as "stale global SSL error" on an unrelated handshake). */
+  ERR_set_mark();
   if (want_private) {
     p = der;
     pk = d2i_AutoPrivateKey(NULL, &p, n); /* PKCS#8 or PKCS#1 RSAPrivateKey */
@@ -267,6 +270,7 @@ static EVP_PKEY *parse_der(const unsigned char *der, long n, int want_private, i
       if (o) { *other = 1; EVP_PKEY_free(o); }
     }
   }
+  ERR_pop_to_mark();
   return pk;
 }
 
@@ -540,46 +544,65 @@ static int session_gc(lua_State *L) {
   "random_key and data do not decrypt to JSON with the merchant private key (wrong key pair, " \
   "or altered in transit)"
 
-static int unseal(lua_State *L, key_ud *k, const char *rk64, size_t rk64len, session_ud *session,
-                  const char *data, size_t n, char *err, size_t errlen) {
-  unsigned char rk[RSA_MAX_BYTES], key[RSA_MAX_BYTES];
-  size_t keylen = sizeof key;
-  pagsmile_buf *buf;
+/* Constant-time choice: a where mask is all ones, b where it is zero. */
+static void ct_select(unsigned char *out, const unsigned char *a, const unsigned char *b,
+                      size_t n, unsigned char mask) {
+  size_t i;
+  for (i = 0; i < n; i++) out[i] = (unsigned char)((a[i] & mask) | (b[i] & (unsigned char)~mask));
+}
+
+/*
+ * The AES key of an answer: from random_key with the private key, else the request's own.
+ * Implicit rejection: a random_key that does not decrypt to an AES key goes on with a random
+ * key, chosen without a branch, so it fails exactly like a wrong-but-well-formed key (bad
+ * AES padding) and in the same time. A callback endpoint then cannot serve as a PKCS#1 v1.5
+ * padding oracle (OpenSSL 3.0, Debian's, does not do this itself).
+ */
+static int answer_key(key_ud *k, const char *rk64, size_t rk64len, session_ud *session,
+                      unsigned char key[RSA_MAX_BYTES], size_t *keylen, char *err, size_t errlen) {
+  unsigned char rk[RSA_MAX_BYTES], rnd[AES_KEY_LEN], good;
+  size_t outlen = RSA_MAX_BYTES;
+  long rklen;
+  if (!(rk64 && rk64len)) {
+    if (!(session && session->len)) return fail(err, errlen, "encrypted data comes without random_key");
+    memcpy(key, session->key, session->len);
+    *keylen = session->len;
+    return 1;
+  }
+  if (!k) return fail(err, errlen, "random_key present but no private key to decrypt it");
+  if (b64_encoded_len(RSA_MAX_BYTES) < rk64len) return fail(err, errlen, "random_key is too long");
+  rklen = b64_decode(rk64, rk64len, rk, sizeof rk);
+  if (rklen <= 0) return fail(err, errlen, "random_key is not valid Base64");
+  if ((size_t)rklen != (size_t)EVP_PKEY_get_size(k->pkey))
+    return fail(err, errlen, "random_key has the wrong length for the key (truncated?)");
+  if (RAND_bytes(rnd, sizeof rnd) != 1) return fail(err, errlen, "the random generator failed");
+  good = (unsigned char)(EVP_PKEY_decrypt(k->ctx, key, &outlen, rk, (size_t)rklen) == 1);
+  good &= (unsigned char)(aes_cbc(outlen) != NULL);
+  ERR_clear_error();
+  good = (unsigned char)(0u - good); /* 0xff or 0 */
+  ct_select(key, key, rnd, AES_KEY_LEN, good);
+  *keylen = (outlen & (size_t)(signed char)good) | (AES_KEY_LEN & ~(size_t)(signed char)good);
+  OPENSSL_cleanse(rnd, sizeof rnd);
+  return 1;
+}
+
+/* Decrypts data into buf and pushes the JSON value: 1, or 0 with nothing pushed. */
+static int unseal_into(lua_State *L, pagsmile_buf *buf, key_ud *k, const char *rk64,
+                       size_t rk64len, session_ud *session, const char *data, size_t n,
+                       char *err, size_t errlen) {
+  unsigned char key[RSA_MAX_BYTES];
+  size_t keylen = 0;
   long ctlen, plen;
   int ok;
-  if (rk64 && rk64len) {
-    long rklen;
-    if (!k) return fail(err, errlen, "random_key present but no private key to decrypt it");
-    if (b64_encoded_len(RSA_MAX_BYTES) < rk64len) return fail(err, errlen, "random_key is too long");
-    rklen = b64_decode(rk64, rk64len, rk, sizeof rk);
-    if (rklen <= 0) return fail(err, errlen, "random_key is not valid Base64");
-    if ((size_t)rklen != (size_t)EVP_PKEY_get_size(k->pkey))
-      return fail(err, errlen, "random_key has the wrong length for the key (truncated?)");
-    /*
-     * Implicit rejection: a random_key that does not decrypt to an AES key goes on with a
-     * random key, so it fails exactly like a wrong-but-well-formed key (bad AES padding).
-     * A callback endpoint then cannot serve as a PKCS#1 v1.5 padding oracle (OpenSSL 3.0,
-     * Debian's, does not do this itself).
-     */
-    if (EVP_PKEY_decrypt(k->ctx, key, &keylen, rk, (size_t)rklen) != 1 || !aes_cbc(keylen)) {
-      ERR_clear_error();
-      keylen = AES_KEY_LEN;
-      if (RAND_bytes(key, (int)keylen) != 1) {
-        OPENSSL_cleanse(key, sizeof key);
-        return fail(err, errlen, "the random generator failed");
-      }
-    }
-  } else if (session && session->len) {
-    memcpy(key, session->key, session->len);
-    keylen = session->len;
-  } else {
-    return fail(err, errlen, "encrypted data comes without random_key");
+  if (!answer_key(k, rk64, rk64len, session, key, &keylen, err, errlen)) {
+    OPENSSL_cleanse(key, sizeof key);
+    return 0;
   }
+  /* Nothing below may raise a Lua error until the key is wiped. */
   if (n < IV_LEN || !is_hex((const unsigned char *)data, IV_LEN)) {
     OPENSSL_cleanse(key, sizeof key);
     return fail(err, errlen, "encrypted data does not start with a 16-character hex IV");
   }
-  buf = pagsmile_buf_push(L, 0);
   ok = pagsmile_buf_reserve(buf, 2 * (n - IV_LEN) + AES_BLOCK);
   /* Ciphertext at the back half, plaintext at the front. */
   ctlen = ok ? b64_decode(data + IV_LEN, n - IV_LEN, buf->p + (n - IV_LEN), buf->cap - (n - IV_LEN)) : -1;
@@ -612,6 +635,14 @@ static int unseal(lua_State *L, key_ud *k, const char *rk64, size_t rk64len, ses
     OPENSSL_cleanse(jerr, sizeof jerr);
     if (!ok) fail(err, errlen, UNDECRYPTABLE);
   }
+  return ok;
+}
+
+static int unseal(lua_State *L, key_ud *k, const char *rk64, size_t rk64len, session_ud *session,
+                  const char *data, size_t n, char *err, size_t errlen) {
+  /* Made first: it is the one step that can raise (out of memory), and no key exists yet. */
+  pagsmile_buf *buf = pagsmile_buf_push(L, 0);
+  int ok = unseal_into(L, buf, k, rk64, rk64len, session, data, n, err, errlen);
   pagsmile_buf_wipe(buf);
   if (ok)
     lua_remove(L, -2); /* buf, under the value */
@@ -668,12 +699,26 @@ static void copy_field(lua_State *L, int env, int err, const char *name) {
   }
 }
 
+/*
+ * The envelope's code as text: a string as is, an integral number in decimal (10000 and
+ * 10000.0 alike on every runtime), anything else NULL.
+ */
+static const char *code_string(lua_State *L, int idx, char buf[32]) {
+  lua_Number v;
+  if (lua_type(L, idx) == LUA_TSTRING) return lua_tostring(L, idx);
+  if (lua_type(L, idx) != LUA_TNUMBER) return NULL;
+  v = lua_tonumber(L, idx);
+  if (!(v >= -1e15 && v <= 1e15) || v != (lua_Number)(long long)v) return NULL;
+  snprintf(buf, 32, "%lld", (long long)v);
+  return buf;
+}
+
 static int l_open(lua_State *L) {
   key_ud *k = opt_private_key(L, 1);
   size_t n;
   const char *body = luaL_checklstring(L, 2, &n);
   session_ud *s = lua_isnoneornil(L, 3) ? NULL : (session_ud *)luaL_checkudata(L, 3, SESSION_MT);
-  char err[PAGSMILE_ERRLEN], msg[PAGSMILE_ERRLEN + 40];
+  char err[PAGSMILE_ERRLEN], msg[PAGSMILE_ERRLEN + 40], codebuf[32];
   const char *code;
   int env;
   lua_settop(L, 3);
@@ -685,12 +730,12 @@ static int l_open(lua_State *L) {
   if (!lua_istable(L, -1)) return open_error(L, "protocol", "the answer is not a JSON object");
   env = lua_gettop(L);
   lua_getfield(L, env, "code");
-  if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+  if (!(code = code_string(L, -1, codebuf)))
     return open_error(L, "protocol", "the answer has no code");
-  code = lua_tostring(L, -1);
   if (strcmp(code, SUCCESS_CODE) != 0) {
     open_error(L, "api", "the platform refused the request");
-    copy_field(L, env, lua_gettop(L), "code");
+    lua_pushstring(L, code);
+    lua_setfield(L, -2, "code");
     copy_field(L, env, lua_gettop(L), "msg");
     copy_field(L, env, lua_gettop(L), "sub_code");
     copy_field(L, env, lua_gettop(L), "sub_msg");

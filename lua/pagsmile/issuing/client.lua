@@ -92,7 +92,7 @@ function Client:_log(event, path, order_no, attempt, fields)
   if not log then return end
   local e = { event = event, method = "POST", path = path, order_no = order_no, attempt = attempt }
   for k, v in pairs(fields) do e[k] = v end
-  log(e)
+  pcall(log, e) -- a failing logger must not lose the card of a call that succeeded
 end
 
 -- One HTTP attempt: seal, send, open. Returns data, request_id or nil, err.
@@ -160,7 +160,9 @@ local function read_retryable(err)
   return err.kind == "transport" or err.kind == "timeout" or err.kind == "protocol"
 end
 
-function Client:_query(order_no, deadline)
+-- Query Apply Result with retries: up to max_retries, or, when `persist` is set (settling an
+-- ambiguous apply, where giving up early leaves the caller not knowing), until the deadline.
+function Client:_query(order_no, deadline, persist)
   local attempt = 0
   while true do
     local data, rid = self:_exchange(api.PATH.query_apply_result, { order_no = order_no },
@@ -169,7 +171,7 @@ function Client:_query(order_no, deadline)
     local err = rid
     attempt = attempt + 1
     local pause = backoff(attempt)
-    if not read_retryable(err) or attempt > self.o.max_retries
+    if not read_retryable(err) or (attempt > self.o.max_retries and not persist)
        or now() + pause >= deadline then
       return nil, err
     end
@@ -188,11 +190,12 @@ local function validate(spec, biz_data)
   return clean
 end
 
-local function unknown_outcome(err, query_err)
+-- The apply may or may not have created the order: say so, and what to do.
+local function unknown_outcome(err, why)
   err.outcome = "unknown"
-  err.message = err.message .. "; the outcome of the apply is unknown (Query Apply Result "
-    .. "failed too: " .. query_err.message .. "): query order_no " .. tostring(err.order_no)
-    .. " later; applying again with it cannot issue a second card"
+  err.message = err.message .. "; the outcome of the apply is unknown (" .. why .. "): query "
+    .. "order_no " .. tostring(err.order_no) .. " later; applying again with it cannot issue "
+    .. "a second card"
   return err
 end
 
@@ -237,22 +240,21 @@ function Client:_apply(clean, deadline)
       -- Ambiguous (sent, no definite answer), or a duplicate after our own earlier attempt:
       -- ask the platform what became of the order.
       self:_log("resolve", api.PATH.apply_card, order_no, attempt, { error = err.kind })
-      local card, qerr = self:_query(order_no, deadline)
+      local card, qerr = self:_query(order_no, deadline, true)
       if card then
         self:_log("resolved", api.PATH.apply_card, order_no, attempt, { status = card.status })
         return card
       end
       if not (qerr.kind == "api" and api.ORDER_NOT_FOUND[qerr.sub_code]) then
         self:_log("unknown", api.PATH.apply_card, order_no, attempt, { error = qerr.kind })
-        return nil, unknown_outcome(err, qerr)
+        return nil, unknown_outcome(err, "Query Apply Result failed too: " .. qerr.message)
       end
-      -- Definitely not created: applying again cannot duplicate it.
-      self:_log("not_created", api.PATH.apply_card, order_no, attempt, {})
+      -- Not found *yet*: the attempt may still be on its way to the platform, so this proves
+      -- nothing for good. Applying again is safe (a late original would be refused as a
+      -- duplicate, and that refusal is settled by a query), and settles it.
+      self:_log("not_found", api.PATH.apply_card, order_no, attempt, {})
       if attempt > self.o.max_retries or now() >= deadline then
-        err.outcome = "not_created"
-        err.message = err.message .. "; the platform has no order " .. order_no
-          .. ": no card was issued"
-        return nil, err
+        return nil, unknown_outcome(err, "the platform did not know the order yet")
       end
       reapplied = true
     end
@@ -266,6 +268,10 @@ function Client:query_apply_result(order_no)
   return self:_query(clean.order_no, now() + self.o.timeout)
 end
 
+local function positive_seconds(v)
+  return type(v) == "number" and v > 0 and v < math.huge -- NaN fails v > 0
+end
+
 -- Applies, then follows a processing order with Query Apply Result every `interval` seconds
 -- until it completes or `timeout` seconds (counted from the call, the apply included) have
 -- passed. On timeout the error carries the last known card as err.card. wait.on_update(card),
@@ -274,11 +280,11 @@ function Client:apply_card_and_wait(biz_data, wait)
   self:_check_open()
   wait = wait or {}
   local timeout, interval = wait.timeout or 60, wait.interval or 2
-  if type(timeout) ~= "number" or timeout <= 0 then
-    error("pagsmile.issuing: wait.timeout must be a positive number of seconds", 2)
+  if not positive_seconds(timeout) then
+    error("pagsmile.issuing: wait.timeout must be a positive, finite number of seconds", 2)
   end
-  if type(interval) ~= "number" or interval <= 0 then
-    error("pagsmile.issuing: wait.interval must be a positive number of seconds", 2)
+  if not positive_seconds(interval) then
+    error("pagsmile.issuing: wait.interval must be a positive, finite number of seconds", 2)
   end
   local deadline = now() + timeout
   local on_update = wait.on_update
@@ -286,20 +292,22 @@ function Client:apply_card_and_wait(biz_data, wait)
   if not clean then return nil, verr end
   local card, err = self:_apply(clean, math.min(deadline, now() + self.o.timeout))
   if not card then return nil, err end
-  if on_update then on_update(card) end
+  local order_no = clean.order_no
+  -- A failing on_update must not lose the card: its errors are dropped.
+  if on_update then pcall(on_update, card) end
   local last_err
   while not card.completed do
     if now() + interval >= deadline then
-      return nil, errors.new("timeout", "order " .. tostring(card.order_no) .. " is still "
+      return nil, errors.new("timeout", "order " .. order_no .. " is still "
         .. card.status .. " after " .. timeout .. " s"
         .. (last_err and (" (last query: " .. last_err.message .. ")") or ""),
-        { card = card, order_no = card.order_no, request_id = card.request_id, sent = true })
+        { card = card, order_no = order_no, request_id = card.request_id, sent = true })
     end
     sleep(interval)
-    local c, e = self:_query(card.order_no, math.min(deadline, now() + self.o.timeout))
+    local c, e = self:_query(order_no, math.min(deadline, now() + self.o.timeout))
     if c then
       card = c
-      if on_update then on_update(card) end
+      if on_update then pcall(on_update, card) end
     else
       last_err = e
     end

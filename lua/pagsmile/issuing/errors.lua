@@ -42,8 +42,10 @@ function errors.wrap(t, context)
   for k, v in pairs(t) do e[k] = v end
   for k, v in pairs(context) do if e[k] == nil then e[k] = v end end
   if e.kind == "api" then
-    local detail = e.sub_msg or e.msg or "no message"
-    e.message = "the platform refused the request: " .. tostring(detail)
+    -- The platform's own words stay in err.msg / err.sub_msg: they might echo what was
+    -- sent (a holder's name, an email), and messages carry no biz_data values.
+    e.message = "the platform refused the request"
+      .. ((e.msg or e.sub_msg) and " (its words are in err.msg and err.sub_msg)" or "")
   end
   return setmetatable(e, Error)
 end

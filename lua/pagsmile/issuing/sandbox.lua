@@ -354,6 +354,8 @@ end
 --   http_500/502/503    an HTML error page with that status; before processing, or after it
 --                       when `after` is true
 --   reset_after         process, then close the connection without an answer
+--   late                close the connection without an answer, and process the request
+--                       `ms` (default 500) later, as an attempt held up on its way would be
 --   garbage             process, then answer 200 with an HTML body
 --   truncated           process, then send half the body and close
 --   wrong_key           process, then seal the answer for another merchant key
@@ -413,6 +415,10 @@ local function business(path, fault)
     return json_answer(200, envelope(BUSINESS, "invalid-parameter",
                                      schema.describe_error(field, reason))), fault
   end
+  if fault and fault.kind == "late" then
+    ngx.timer.at((fault.ms or 500) / 1000, function() pcall(endpoint.run, req, clean) end)
+    return nil, fault
+  end
   local refused, data = endpoint.run(req, clean)
   if refused then return json_answer(200, refused), fault end
   local answer = envelope(SUCCESS)
@@ -463,7 +469,7 @@ function M.handle()
     fault = order_fault
   end
   if not answer then
-    if fault.kind == "reset_before" then return ngx.exit(444) end
+    if fault.kind == "reset_before" or fault.kind == "late" then return ngx.exit(444) end
     return html_error(HTTP_FAULTS[fault.kind])
   end
   local kind = fault and fault.kind
