@@ -5,8 +5,8 @@ local http = require "socket.http"
 local ltn12 = require "ltn12"
 local socket = require "socket"
 local core = require "pagsmile.issuing.core"
-local issuing = require "pagsmile.issuing"
 local nginx = require "sandbox.nginx"
+local call = require "fault_call"
 
 local kit = {}
 
@@ -55,35 +55,11 @@ function kit.options(sb, over)
   return o
 end
 
--- The fields of an error a spec looks at, as plain data (what the runner sends back too).
-function kit.error_view(err)
-  return {
-    kind = err.kind, message = err.message, text = tostring(err), sent = err.sent,
-    retryable = err.retryable, outcome = err.outcome, order_no = err.order_no,
-    request_id = err.request_id, http_status = err.http_status, code = err.code,
-    sub_code = err.sub_code,
-  }
-end
-
-function kit.card_view(card)
-  return { order_no = card.order_no, card_token = card.card_token, card_pan = card.card_pan,
-           status = card.status, card_id = tostring(card.card_id) }
-end
+kit.error_view = call.error_view
 
 -- One call on the curl transport, in this process: { card | err, elapsed }.
--- input: { options, call = "apply" | "query", biz_data, order_no }
 function kit.run_curl(input)
-  local t0 = core.monotime()
-  local client, err = issuing.new(input.options)
-  local card
-  if client then
-    if input.call == "query" then card, err = client:query_apply_result(input.order_no)
-    else card, err = client:apply_card(input.biz_data) end
-    client:close()
-  end
-  local out = { elapsed = core.monotime() - t0 }
-  if card then out.card = kit.card_view(card) else out.err = kit.error_view(err) end
-  return out
+  return call.run(input, core.monotime)
 end
 
 local RUNNER = [[
@@ -94,31 +70,13 @@ local RUNNER = [[
     location /run {
       content_by_lua_block {
         local core = require "pagsmile.issuing.core"
-        local issuing = require "pagsmile.issuing"
         ngx.req.read_body()
         local input = core.json_decode(ngx.req.get_body_data())
         input.options.transport = "ngx"
-        ngx.update_time()
-        local t0 = ngx.now()
-        local client, err = issuing.new(input.options)
-        local card
-        if client then
-          if input.call == "query" then card, err = client:query_apply_result(input.order_no)
-          else card, err = client:apply_card(input.biz_data) end
-          client:close()
-        end
-        ngx.update_time()
-        local out = { elapsed = ngx.now() - t0 }
-        if card then
-          out.card = { order_no = card.order_no, card_token = card.card_token,
-                       card_pan = card.card_pan, status = card.status,
-                       card_id = tostring(card.card_id) }
-        else
-          out.err = { kind = err.kind, message = err.message, text = tostring(err),
-                      sent = err.sent, retryable = err.retryable, outcome = err.outcome,
-                      order_no = err.order_no, request_id = err.request_id,
-                      http_status = err.http_status, code = err.code, sub_code = err.sub_code }
-        end
+        local out = require("spec.fault_call").run(input, function()
+          ngx.update_time()
+          return ngx.now()
+        end)
         ngx.header["Content-Type"] = "application/json"
         ngx.print(core.json_encode(out))
       }

@@ -1,0 +1,37 @@
+-- One client call as plain data, made the same way by the specs (curl transport, in the
+-- busted process) and by fault_kit's runner nginx (ngx transport): { card | err, elapsed }.
+-- input: { options, call = "apply" | "query", biz_data, order_no }; clock() gives seconds.
+local issuing = require "pagsmile.issuing"
+
+local M = {}
+
+-- The fields of an error a spec looks at.
+function M.error_view(err)
+  return {
+    kind = err.kind, message = err.message, text = tostring(err), sent = err.sent,
+    retryable = err.retryable, outcome = err.outcome, order_no = err.order_no,
+    request_id = err.request_id, http_status = err.http_status, code = err.code,
+    sub_code = err.sub_code,
+  }
+end
+
+function M.card_view(card)
+  return { order_no = card.order_no, card_token = card.card_token, card_pan = card.card_pan,
+           status = card.status, card_id = tostring(card.card_id) }
+end
+
+function M.run(input, clock)
+  local t0 = clock()
+  local client, err = issuing.new(input.options)
+  local card
+  if client then
+    if input.call == "query" then card, err = client:query_apply_result(input.order_no)
+    else card, err = client:apply_card(input.biz_data) end
+    client:close()
+  end
+  local out = { elapsed = clock() - t0 }
+  if card then out.card = M.card_view(card) else out.err = M.error_view(err) end
+  return out
+end
+
+return M
