@@ -127,6 +127,17 @@ describe("schema #core", function()
       assert.equal("102012", tostring(clean.holder_id))
     end)
 
+    if rawget(_G, "jit") then -- LuaJIT only: its 64-bit integer literals (OpenResty code)
+      it("holder_id as LuaJIT's 9007199254740993LL stays exact", function()
+        local body = full_body()
+        body.holder = nil
+        body.holder_id = assert(loadstring("return 9007199254740993LL"))()
+        local clean = expect_ok(body)
+        assert.equal("9007199254740993", tostring(clean.holder_id))
+        assert.equal('{"h":9007199254740993}', core.json_encode { h = clean.holder_id })
+      end)
+    end
+
     it("a minimal body (no optional fields) passes and gains only card_scheme", function()
       local clean = expect_ok({ order_no = "A1", card_type = 3, holder_id = "7" })
       assert.equal(3, clean.card_scheme)

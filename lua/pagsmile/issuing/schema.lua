@@ -10,7 +10,8 @@
 local core = require "pagsmile.issuing.core"
 
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
-local byte, find, sub, gsub, gmatch = string.byte, string.find, string.sub, string.gsub, string.gmatch
+local byte, find, sub, gsub, gmatch, match = string.byte, string.find, string.sub, string.gsub,
+  string.gmatch, string.match
 local floor, min = math.floor, math.min
 local math_type = math.type -- nil on 5.1 and LuaJIT
 local sort, concat = table.sort, table.concat
@@ -263,6 +264,10 @@ end
 function check.long(_, v)
   if core.is_long and core.is_long(v) then return true, v end
   local t = type(v)
+  if t == "cdata" then -- LuaJIT's 123LL / 123ULL (OpenResty code has them): as decimal text
+    v = match(tostring(v), "^(%-?%d+)U?LL$")
+    t = v and "string"
+  end
   if not ((t == "number" and is_integral(v)) or (t == "string" and is_int64_string(v))) then
     return false, NOT_LONG
   end
