@@ -7,6 +7,7 @@ local socket = require "socket"
 local core = require "pagsmile.issuing.core"
 local nginx = require "sandbox.nginx"
 local launch = require "sandbox.launch"
+local helpers = require "helpers"
 
 local APPLY = "/issuing/card/apply"
 local QUERY = "/issuing/card/query-apply-card-result"
@@ -45,16 +46,6 @@ local function get(url)
   local out = {}
   local _, code = http.request{ url = url, sink = ltn12.sink.table(out) }
   return code, table.concat(out)
-end
-
-local function wait_for(fn, seconds)
-  local deadline = socket.gettime() + (seconds or 10)
-  repeat
-    local v = fn()
-    if v then return v end
-    socket.sleep(0.05)
-  until socket.gettime() > deadline
-  return nil
 end
 
 describe("sandbox", function()
@@ -402,7 +393,7 @@ describe("sandbox", function()
       local order_no = fresh("cb")
       local _, env, card = call(APPLY, apply_biz(order_no))
       assert.are.equal("10000", env.code)
-      assert.is_truthy(wait_for(function() return hook_count() > before end))
+      assert.is_truthy(helpers.wait_for(function() return hook_count() > before end))
       local _, raw = get(receiver.url .. "/body?n=" .. (before + 1))
       local note = assert(core.json_decode(raw))
       assert.are.equal(sb.partner_id, note.partner_id)
@@ -419,7 +410,7 @@ describe("sandbox", function()
       assert.are.equal(card.card_pan, biz.card_pan)
       assert.are.equal(digits(card.holder_id), digits(biz.holder_id))
       assert.are.equal(5, biz.order_status)
-      local cb = wait_for(function()
+      local cb = helpers.wait_for(function()
         local s = sb:stats()
         return s and s.callbacks[1]
       end)
@@ -438,7 +429,7 @@ describe("sandbox", function()
       assert.are.equal(3, card.order_status)
       local _, _, done = call(QUERY, { order_no = order_no })
       assert.are.equal(5, done.order_status)
-      assert.is_truthy(wait_for(function() return hook_count() > before end))
+      assert.is_truthy(helpers.wait_for(function() return hook_count() > before end))
       local _, raw = get(receiver.url .. "/body?n=" .. (before + 1))
       local note = assert(core.json_decode(raw))
       assert.are.equal("", note.sign_type)
@@ -454,8 +445,8 @@ describe("sandbox", function()
       assert(sb:settings{ callback_url = receiver.url .. "/flaky" })
       local order_no = fresh("cbr")
       call(APPLY, apply_biz(order_no))
-      assert.is_truthy(wait_for(function() return hook_count() > before end))
-      local cbs = wait_for(function()
+      assert.is_truthy(helpers.wait_for(function() return hook_count() > before end))
+      local cbs = helpers.wait_for(function()
         local s = sb:stats()
         return s and #s.callbacks >= 2 and s.callbacks
       end)

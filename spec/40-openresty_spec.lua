@@ -4,7 +4,6 @@
 -- does not: phases without cosockets, a timer, and whole card tables for comparison.
 local http = require "socket.http"
 local ltn12 = require "ltn12"
-local socket = require "socket"
 local core = require "pagsmile.issuing.core"
 local issuing = require "pagsmile.issuing"
 local launch = require "sandbox.launch"
@@ -161,15 +160,6 @@ local function assert_same_card(a, b)
       if LONG[k] then assert.equal(tostring(v), tostring(b[k]), k) else assert.equal(v, b[k], k) end
     end
   end
-end
-
-local function wait_for(f, seconds)
-  local deadline = socket.gettime() + (seconds or 5)
-  repeat
-    local v = f()
-    if v then return v end
-    socket.sleep(0.02)
-  until socket.gettime() > deadline
 end
 
 -- The apply-card result notification the platform would send for a card (SPEC.md §7).
@@ -434,7 +424,7 @@ describe("OpenResty example (plain HTTP sandbox)", function()
       local biz = helpers.biz()
       local code, card = post_json(shop.url .. "/cards", biz)
       assert.equal(200, code)
-      local cb = wait_for(function() return delivered(biz.order_no) end)
+      local cb = helpers.wait_for(function() return delivered(biz.order_no) end)
       assert.is_table(cb, "no callback delivered")
       assert.equal(200, cb.status)
       assert.equal(callback_url, cb.url)

@@ -6,6 +6,17 @@ local helpers = {}
 
 helpers.read_file, helpers.write_file, helpers.tmpdir = nginx.read_file, nginx.write_file, nginx.tmpdir
 
+-- Polls fn until it returns a true value (returned) or `seconds` (default 10) pass (nil).
+function helpers.wait_for(fn, seconds)
+  local deadline = core.monotime() + (seconds or 10)
+  repeat
+    local v = fn()
+    if v then return v end
+    core.sleep(0.02)
+  until core.monotime() > deadline
+  return nil
+end
+
 -- Runs a shell command; returns its stdout and whether it succeeded.
 function helpers.sh(cmd)
   local p = io.popen(cmd .. " 2>/dev/null; echo \"::$?\"")

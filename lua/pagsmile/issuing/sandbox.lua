@@ -500,21 +500,27 @@ end
 
 -- Control API ------------------------------------------------------------------------------
 
+-- The names stored under a key prefix ("order:", "req:"), without it.
+local function names_under(prefix)
+  local names = {}
+  for _, key in ipairs(dict():get_keys(0)) do
+    if key:sub(1, #prefix) == prefix then names[#names + 1] = key:sub(#prefix + 1) end
+  end
+  return names
+end
+
 local function orders_view()
   local d = dict()
   local out = {}
-  for _, key in ipairs(d:get_keys(0)) do
-    local order_no = key:match("^order:(.*)$")
-    if order_no then
-      local order = load_order(order_no)
-      if order then
-        local v = card_data(order, true)
-        v.applies = d:get("applies:" .. order_no) or 0
-        v.queries = order.queries or 0
-        v.polls = order.polls or 0
-        v.sub_partner_id = order.sub_partner_id
-        out[order_no] = v
-      end
+  for _, order_no in ipairs(names_under("order:")) do
+    local order = load_order(order_no)
+    if order then
+      local v = card_data(order, true)
+      v.applies = d:get("applies:" .. order_no) or 0
+      v.queries = order.queries or 0
+      v.polls = order.polls or 0
+      v.sub_partner_id = order.sub_partner_id
+      out[order_no] = v
     end
   end
   return out
@@ -523,10 +529,7 @@ end
 local function stats_view()
   local d = dict()
   local requests = {}
-  for _, key in ipairs(d:get_keys(0)) do
-    local path = key:match("^req:(.*)$")
-    if path then requests[path] = d:get(key) end
-  end
+  for _, path in ipairs(names_under("req:")) do requests[path] = d:get("req:" .. path) end
   local callbacks = {}
   for i = 1, d:get("cb_n") or 0 do
     callbacks[#callbacks + 1] = get_json("cb:" .. i)
