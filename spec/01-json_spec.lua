@@ -287,9 +287,23 @@ describe("json decode #core", function()
     assert.equals(null, decode(" null "))
   end)
 
-  it("lets the last duplicate key win, even a null one", function()
-    assert.equals(2, decode('{"a":1,"a":2}').a)
-    assert.is_nil(decode('{"a":1,"a":null}').a)
+  it("refuses a duplicate key, a null one too (issue 9 item 3: the last order_no must not win)",
+     function()
+    for _, text in ipairs {
+      '{"a":1,"a":2}', '{"a":1,"a":null}', '{"a":null,"a":1}', '{"a":null,"a":null}',
+      '{"data":{"order_no":"A","x":1,"order_no":"B"}}', '[{"k":true,"k":false}]',
+      '{"\\u0061":1,"a":2}',
+    } do
+      local v, err = decode(text)
+      assert.is_nil(v, text)
+      assert.matches("duplicate key", err, 1, true)
+    end
+    -- the same key in sibling objects is no duplicate; nulls are still left out
+    local o = decode('{"a":{"k":1},"b":{"k":2},"c":null,"d":[{"k":null}]}')
+    assert.equals(1, o.a.k)
+    assert.equals(2, o.b.k)
+    assert.is_nil(o.c)
+    assert.is_nil(next(o.d[1]))
   end)
 
   it("allows surrounding whitespace", function()

@@ -737,25 +737,44 @@ static int dec_next(dec_t *d, char close, const char *expected) {
   return dec_fail(d, d->p, expected) - 1;
 }
 
+/* A duplicate key is refused, not resolved: in an answer, a second "order_no" must never
+ * decide whose card it is (issue 9). Null members are held as the null sentinel while the
+ * object is read, so that a duplicate of a null member is caught too, and left out at the
+ * end. */
 static int dec_object(dec_t *d, int depth) {
   lua_State *L = d->L;
-  int more = dec_open(d, depth, '}');
+  int more = dec_open(d, depth, '}'), nulls = 0;
   while (more > 0) {
+    const unsigned char *key_at;
     skip_ws(d);
     if (d->p >= d->end) return dec_fail(d, d->p, "unexpected end of input");
     if (*d->p != '"') return dec_fail(d, d->p, "expected a string key");
-    d->p++;
+    key_at = d->p++;
     if (!dec_string(d)) return 0;
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    if (!lua_isnil(L, -1)) return dec_fail(d, key_at, "duplicate key");
+    lua_pop(L, 1);
     skip_ws(d);
     if (d->p >= d->end || *d->p != ':') return dec_fail(d, d->p, "expected ':'");
     d->p++;
     if (!dec_value(d, depth + 1)) return 0;
-    if (is_null(L, -1)) { /* null members are left out; a later duplicate still wins */
-      lua_pop(L, 1);
-      lua_pushnil(L);
-    }
+    nulls += is_null(L, -1);
     lua_rawset(L, -3);
     more = dec_next(d, '}', "expected ',' or '}'");
+  }
+  if (more == 0 && nulls > 0) { /* leave the null members out */
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      if (is_null(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_pushnil(L);
+        lua_rawset(L, -4); /* clearing a field during traversal is allowed */
+      } else {
+        lua_pop(L, 1);
+      }
+    }
   }
   return more == 0;
 }
