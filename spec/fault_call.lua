@@ -20,8 +20,32 @@ function M.card_view(card)
            status = card.status, card_id = tostring(card.card_id) }
 end
 
+-- input.dead_from = N: the Nth request of the call and every later one go to a port where
+-- nothing listens (a real "connection refused", never sent), over the transport the client
+-- would use (input.transport_name: "curl" or "ngx").
+local function dead_from(n, transport_name, dead_port)
+  local real = require("pagsmile.issuing.transport." .. transport_name).new {}
+  local w, count = { real = real }, 0
+  function w.request(_, req)
+    count = count + 1
+    if count >= n then
+      local r = {}
+      for k, v in pairs(req) do r[k] = v end
+      r.url = req.url:gsub("^(https?://[^/]+)", "http://127.0.0.1:" .. dead_port)
+      req = r
+    end
+    return real:request(req)
+  end
+  return w
+end
+
 function M.run(input, clock)
   local t0 = clock()
+  local wrapper
+  if input.dead_from then
+    wrapper = dead_from(input.dead_from, input.options.transport or "curl", input.dead_port)
+    input.options.transport = wrapper
+  end
   local client, err = issuing.new(input.options)
   local card
   if client then
@@ -29,6 +53,7 @@ function M.run(input, clock)
     else card, err = client:apply_card(input.biz_data) end
     client:close()
   end
+  if wrapper then wrapper.real:close() end
   local out = { elapsed = clock() - t0 }
   if card then out.card = M.card_view(card) else out.err = M.error_view(err) end
   return out

@@ -42,7 +42,21 @@ end
 function Client.new(opts)
   local o, err = options.check(opts)
   if not o then return nil, err end
-  return setmetatable({ o = o, url = {} }, Client)
+  return setmetatable({ o = o, url = {}, busy = 0 }, Client)
+end
+
+-- Runs self:fn(...) as a call in flight (see close()). No pcall: a call may yield (cosockets,
+-- coroutine transports), and PUC Lua 5.1 cannot yield across one; a call that raises leaves
+-- the count up, and its handles are then freed by the garbage collector.
+function Client:_call(fn, ...)
+  self.busy = self.busy + 1
+  return self:_done(fn(self, ...))
+end
+
+function Client:_done(...)
+  self.busy = self.busy - 1
+  if self.busy == 0 and self.closed then self:_free() end
+  return ...
 end
 
 function Client:_check_open()
@@ -153,6 +167,20 @@ function Client:_exchange1(path, biz, deadline, order_no)
   return data, request_id
 end
 
+-- An answer is this order's only if its data is an object naming the order_no asked about:
+-- anything else (no data, an array, another order's card) is a `protocol` error, never a
+-- card (issue 9: a stale or misrouted answer must not hand out another order's card).
+local function unbound(data, order_no, request_id)
+  local named = type(data) == "table" and data.order_no or nil
+  if named == order_no then return nil end
+  local what = type(data) ~= "table" and "no data object"
+    or named == nil and "no order_no"
+    or "another order_no"
+  return errors.new("protocol", "the answer carries " .. what .. " where the card of order_no "
+    .. order_no .. " belongs", { sent = true, retryable = false, request_id = request_id,
+    order_no = order_no, http_status = 200 })
+end
+
 -- A read (Query Apply Result) may be repeated freely: retried on any failure but a
 -- definite refusal by the platform.
 local function read_retryable(err)
@@ -167,8 +195,13 @@ function Client:_query(order_no, deadline, persist)
   while true do
     local data, rid = self:_exchange(api.PATH.query_apply_result, { order_no = order_no },
       deadline, order_no, attempt + 1)
-    if data then return api.card(data, rid) end
-    local err = rid
+    local err
+    if data then
+      err = unbound(data, order_no, rid)
+      if not err then return api.card(data, rid) end
+    else
+      err = rid
+    end
     attempt = attempt + 1
     local pause = backoff(attempt)
     if not read_retryable(err) or (attempt > self.o.max_retries and not persist)
@@ -190,9 +223,10 @@ local function validate(spec, biz_data)
   return clean
 end
 
--- The apply may or may not have created the order: say so, and what to do.
+-- The apply may or may not have created the order: say so, and what to do. `err` is the
+-- error of the first attempt that may have reached the platform; `why` what came after.
 local function unknown_outcome(err, why)
-  err.outcome = "unknown"
+  err.outcome, err.sent, err.retryable = "unknown", true, false
   err.message = err.message .. "; the outcome of the apply is unknown (" .. why .. "): query "
     .. "order_no " .. tostring(err.order_no) .. " later; applying again with it cannot issue "
     .. "a second card"
@@ -206,57 +240,86 @@ function Client:apply_card(biz_data)
   self:_check_open()
   local clean, verr = validate(schema.apply_card, biz_data)
   if not clean then return nil, verr end
-  return self:_apply(clean, now() + self.o.timeout)
+  return self:_call(self._apply, clean, now() + self.o.timeout)
 end
 
+-- The apply loop. Once one attempt may have reached the platform (`ambiguous` holds its
+-- error), only a definite answer about the order settles the call: the card (from a query,
+-- or from an apply answer bound to this order_no), or "not found" followed by a re-apply
+-- that is answered. Every other exit from then on is outcome "unknown", sent = true
+-- (issue 9 items 1 and 2): a re-apply that never left this machine, or that the platform
+-- refused for a reason of its own, says nothing about the first attempt.
 function Client:_apply(clean, deadline)
   local order_no = clean.order_no
-  local attempt, reapplied = 0, false
+  local path = api.PATH.apply_card
+  local attempt, ambiguous = 0, nil
   while true do
     local attempt_deadline = now() + (deadline - now()) * APPLY_SHARE
-    local data, rid = self:_exchange(api.PATH.apply_card, clean, attempt_deadline, order_no,
-      attempt + 1)
-    if data then return api.card(data, rid) end
-    local err = rid
-    attempt = attempt + 1
-    if err.kind == "config" or err.kind == "validation" then return nil, err end
-    if err.kind == "api" and not (reapplied and api.ORDER_DUPLICATE[err.sub_code])
-       and err.code ~= api.SERVICE_UNAVAILABLE then
-      if api.ORDER_DUPLICATE[err.sub_code] then
-        err.message = err.message .. " (order_no is taken: query_apply_result(order_no) "
-          .. "returns the card it issued)"
-      end
-      return nil, err
+    local data, rid = self:_exchange(path, clean, attempt_deadline, order_no, attempt + 1)
+    local err
+    if data then
+      err = unbound(data, order_no, rid)
+      if not err then return api.card(data, rid) end
+    else
+      err = rid
     end
+    attempt = attempt + 1
+    local definite_refusal = err.kind == "api" and err.code ~= api.SERVICE_UNAVAILABLE
+    if not ambiguous then
+      if err.kind == "config" or err.kind == "validation" then return nil, err end
+      if definite_refusal then
+        if api.ORDER_DUPLICATE[err.sub_code] then
+          err.message = err.message .. " (order_no is taken: query_apply_result(order_no) "
+            .. "returns the card it issued)"
+        end
+        return nil, err
+      end
+    end
+    local settle = false
     if err.sent == false then
       -- It never left this machine: the same apply is safe to send again.
       local pause = backoff(attempt)
       if not err.retryable or attempt > self.o.max_retries or now() + pause >= deadline then
-        return nil, err
+        if not ambiguous then return nil, err end
+        self:_log("unknown", path, order_no, attempt, { error = err.kind })
+        return nil, unknown_outcome(ambiguous, "applying again failed before it was sent: "
+          .. err.message)
       end
-      self:_log("retry", api.PATH.apply_card, order_no, attempt, { pause = pause, error = err.kind })
+      self:_log("retry", path, order_no, attempt, { pause = pause, error = err.kind })
       sleep(pause)
+    elseif definite_refusal and not api.ORDER_DUPLICATE[err.sub_code] then
+      -- A re-apply refused for its own reasons (a rate limit, a hold...): the first attempt
+      -- may still have made the card. Only the order's own state can say.
+      settle = true
     else
-      -- Ambiguous (sent, no definite answer), or a duplicate after our own earlier attempt:
-      -- ask the platform what became of the order.
-      self:_log("resolve", api.PATH.apply_card, order_no, attempt, { error = err.kind })
+      -- Ambiguous (sent, no definite answer), or a duplicate after our own earlier attempt.
+      ambiguous = ambiguous or err
+      settle = true
+    end
+    if settle then
+      self:_log("resolve", path, order_no, attempt, { error = err.kind })
       local card, qerr = self:_query(order_no, deadline, true)
       if card then
-        self:_log("resolved", api.PATH.apply_card, order_no, attempt, { status = card.status })
+        self:_log("resolved", path, order_no, attempt, { status = card.status })
         return card
       end
       if not (qerr.kind == "api" and api.ORDER_NOT_FOUND[qerr.sub_code]) then
-        self:_log("unknown", api.PATH.apply_card, order_no, attempt, { error = qerr.kind })
-        return nil, unknown_outcome(err, "Query Apply Result failed too: " .. qerr.message)
+        self:_log("unknown", path, order_no, attempt, { error = qerr.kind })
+        return nil, unknown_outcome(ambiguous, "Query Apply Result failed too: " .. qerr.message)
       end
       -- Not found *yet*: the attempt may still be on its way to the platform, so this proves
       -- nothing for good. Applying again is safe (a late original would be refused as a
-      -- duplicate, and that refusal is settled by a query), and settles it.
-      self:_log("not_found", api.PATH.apply_card, order_no, attempt, {})
-      if attempt > self.o.max_retries or now() >= deadline then
-        return nil, unknown_outcome(err, "the platform did not know the order yet")
+      -- duplicate, and that refusal is settled by a query), and settles it, unless the last
+      -- re-apply was itself refused: then the platform will not take it, and we cannot know.
+      self:_log("not_found", path, order_no, attempt, {})
+      if err ~= ambiguous and definite_refusal then
+        return nil, unknown_outcome(ambiguous, "applying again was refused (code "
+          .. tostring(err.code) .. ", sub_code " .. tostring(err.sub_code) .. ") and the "
+          .. "platform did not know the order yet")
       end
-      reapplied = true
+      if attempt > self.o.max_retries or now() >= deadline then
+        return nil, unknown_outcome(ambiguous, "the platform did not know the order yet")
+      end
     end
   end
 end
@@ -265,7 +328,7 @@ function Client:query_apply_result(order_no)
   self:_check_open()
   local clean, verr = validate(schema.query_apply_result, { order_no = order_no })
   if not clean then return nil, verr end
-  return self:_query(clean.order_no, now() + self.o.timeout)
+  return self:_call(self._query, clean.order_no, now() + self.o.timeout)
 end
 
 local function positive_seconds(v)
@@ -287,9 +350,12 @@ function Client:apply_card_and_wait(biz_data, wait)
     error("pagsmile.issuing: wait.interval must be a positive, finite number of seconds", 2)
   end
   local deadline = now() + timeout
-  local on_update = wait.on_update
   local clean, verr = validate(schema.apply_card, biz_data)
   if not clean then return nil, verr end
+  return self:_call(self._apply_and_wait, clean, deadline, timeout, interval, wait.on_update)
+end
+
+function Client:_apply_and_wait(clean, deadline, timeout, interval, on_update)
   local card, err = self:_apply(clean, math.min(deadline, now() + self.o.timeout))
   if not card then return nil, err end
   local order_no = clean.order_no
@@ -355,9 +421,17 @@ function Client:parse_notification(raw_body)
   return note
 end
 
+-- close() while a call is in flight (another coroutine or ngx.thread, or the call's own
+-- log/on_update) must not break that call after the platform may have issued its card
+-- (issue 9 item 8): new calls are refused at once, the handles and keys are freed when the
+-- last call in flight ends.
 function Client:close()
   if self.closed then return end
   self.closed = true
+  if self.busy == 0 then self:_free() end
+end
+
+function Client:_free()
   if self.curl then self.curl:close() end
   if self.ngx then self.ngx:close() end
   self.o.platform_key:close()

@@ -362,6 +362,16 @@ end
 --   latency             process, then wait `ms` (default 1000) before answering
 --   drip                process, then send the headers and the body a few bytes at a time
 --                       over `ms` (default 10000), outliving a client's deadline
+--   not_found           answer "order-not-found" without processing (an order not visible yet)
+--   refuse              answer a refusal without processing: code `code` (default "40002"),
+--                       sub_code `sub_code` (default "refused"), as a rate limit or a hold would
+--   other_order         process, then answer with a card of another order (order_no `other`,
+--                       default a made-up one; another token and PAN): a misrouted answer
+--   bad_data            process, then answer code 10000 with `data` absent, null, "" or an
+--                       array, as `data` = "absent" | "null" | "empty" | "array" says
+-- Entries for one order, with `times`, make a script: e.g. { reset_after on the apply,
+-- not_found on the query, refuse on the apply } answers the first apply, query and re-apply
+-- of that order that way, in turn.
 -- settings.latency_ms delays every answer (after processing).
 local HTTP_FAULTS = { http_500 = 500, http_502 = 502, http_503 = 503 }
 local REASONS = { [500] = "Internal Server Error", [502] = "Bad Gateway", [503] = "Service Unavailable" }
@@ -379,7 +389,8 @@ local function take_fault(path, order_no)
        and (f.order_no == nil and order_no == nil or f.order_no ~= nil and f.order_no == order_no) then
       f.times = times - 1
       set_json("settings", s)
-      return { kind = f.kind, after = f.after == true, ms = tonumber(f.ms) }
+      return { kind = f.kind, after = f.after == true, ms = tonumber(f.ms),
+               code = f.code, sub_code = f.sub_code, other = f.other, data = f.data }
     end
   end
   return nil
@@ -415,14 +426,35 @@ local function business(path, fault)
     return json_answer(200, envelope(BUSINESS, "invalid-parameter",
                                      schema.describe_error(field, reason))), fault
   end
-  if fault and fault.kind == "late" then
+  local kind = fault and fault.kind
+  if kind == "late" then
     ngx.timer.at((fault.ms or 500) / 1000, function() pcall(endpoint.run, req, clean) end)
     return nil, fault
+  elseif kind == "not_found" then
+    return json_answer(200, envelope(BUSINESS, "order-not-found", "order does not exist")), fault
+  elseif kind == "refuse" then
+    return json_answer(200, envelope({ tostring(fault.code or BUSINESS[1]), "Refused" },
+      fault.sub_code or "refused", "refused by a sandbox fault")), fault
   end
   local refused, data = endpoint.run(req, clean)
-  if refused then return json_answer(200, refused), fault end
+  if kind == "other_order" then
+    data = data or { order_status = COMPLETED, card_scheme = 3, card_type = 1,
+                     card_id = core.long(next_id()), holder_id = core.long(next_id()) }
+    data.order_no = fault.other or ("OTHER-" .. random_hex(8))
+    data.card_token = "tok_" .. random_hex(24)
+    data.card_pan = "658704******" .. random_digits(4)
+  elseif refused then
+    return json_answer(200, refused), fault
+  end
   local answer = envelope(SUCCESS)
-  local key = fault and fault.kind == "wrong_key" and cfg.wrong_key or cfg.merchant_key
+  local key = kind == "wrong_key" and cfg.wrong_key or cfg.merchant_key
+  if kind == "bad_data" then
+    if fault.data == "null" then answer.data = core.null
+    elseif fault.data == "empty" then answer.data = ""
+    elseif fault.data == "array" then answer.random_key, answer.data = core.seal(key, { data })
+    end
+    return json_answer(200, answer), fault
+  end
   answer.random_key, answer.data = core.seal(key, data)
   return json_answer(200, answer), fault
 end
