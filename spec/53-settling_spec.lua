@@ -201,6 +201,29 @@ describe("settling an ambiguous apply", function()
         end
       end)
 
+      it("issue 9 item 8: close() during an ambiguous apply (from its log) does not break it",
+         function()
+        local biz = helpers.biz()
+        assert(sb:faults { { order_no = biz.order_no, path = APPLY, kind = "reset_after" } })
+        local res = apply(biz, nil, { close_on_log = true })
+        assert.is_nil(res.err, res.err and res.err.message)
+        assert.equal(order_of(biz.order_no).card_token, res.card.card_token)
+        assert.is_true(res.freed) -- and the keys were freed once the call ended
+      end)
+
+      if t.name == "ngx" then
+        it("issue 9 item 8: close() from another light thread while a call is in flight",
+           function()
+          local biz = helpers.biz()
+          assert(sb:faults { { order_no = biz.order_no, path = APPLY, kind = "latency",
+                               ms = 600 } })
+          local res = apply(biz, nil, { close_after = 0.2 })
+          assert.is_nil(res.err, res.err and res.err.message)
+          assert.equal(order_of(biz.order_no).card_token, res.card.card_token)
+          assert.is_true(res.freed)
+        end)
+      end
+
       it("the randomized settling matrix: " .. #APPLY_FAULTS .. " apply faults × "
          .. #FOLLOW_UPS .. " follow-ups × max_retries 0..3", function()
         local cases = {}

@@ -48,6 +48,14 @@ function M.run(input, clock)
   end
   local client, err = issuing.new(input.options)
   local card
+  if client and input.close_on_log then
+    -- close() from the call's own log callback, at its first HTTP attempt
+    client.o.log = function(e) if e.event == "http" then client:close() end end
+  end
+  if client and input.close_after then
+    -- close() from another light thread while the call is in flight (inside nginx)
+    ngx.thread.spawn(function() ngx.sleep(input.close_after) client:close() end)
+  end
   if client then
     if input.call == "query" then card, err = client:query_apply_result(input.order_no)
     else card, err = client:apply_card(input.biz_data) end
@@ -55,6 +63,9 @@ function M.run(input, clock)
   end
   if wrapper then wrapper.real:close() end
   local out = { elapsed = clock() - t0 }
+  if client then -- were the keys freed once the call ended?
+    out.freed = not pcall(client.o.platform_key.bits, client.o.platform_key)
+  end
   if card then out.card = M.card_view(card) else out.err = M.error_view(err) end
   return out
 end
