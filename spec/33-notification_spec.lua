@@ -164,7 +164,7 @@ describe("parse_notification", function()
       assert.is_false(note.confirmed)
     end)
 
-    it("issue 9 item 5: confirm refuses a forged sealed notification for an order the platform does not know", function()
+    it("issue 9 item 5: confirm refuses a forged sealed notification for an order nobody applied for", function()
       local order_no = helpers.order_no("FORGED")
       local before = queries()
       local card, err = client:confirm_notification(forged(claims(order_no)))
@@ -179,7 +179,7 @@ describe("parse_notification", function()
       assert.is_nil(sb:orders()[order_no], "confirming creates nothing")
     end)
 
-    it("issue 9 item 5: confirm answers the platform's card when a forged notification names an existing order", function()
+    it("issue 9 item 5: confirm answers the platform's card to a forgery naming an existing order", function()
       local real = assert(client:apply_card(helpers.biz()))
       next_callback() -- the genuine one, not used here
       local forged_body = forged(claims(real.order_no))
