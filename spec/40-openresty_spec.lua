@@ -419,6 +419,14 @@ describe("OpenResty example (plain HTTP sandbox)", function()
       end
     end
 
+    -- The platform's whole card (holder_id included), asked from this process.
+    local function platform_card(order_no)
+      local client = assert(issuing.new(sb:client_options()))
+      local card = assert(client:query_apply_result(order_no))
+      client:close()
+      return card
+    end
+
     it("receives the sandbox's delivery, answers 200 and records the card", function()
       assert(sb:settings { callback_url = callback_url })
       local biz = helpers.biz()
@@ -437,7 +445,7 @@ describe("OpenResty example (plain HTTP sandbox)", function()
       assert.equal(1, got.processed)
       assert.equal(1, got.deliveries)
       -- the platform delivers it again: 200, not processed twice
-      code = request("POST", callback_url, notification(sb, card))
+      code = request("POST", callback_url, notification(sb, platform_card(biz.order_no)))
       assert.equal(200, code)
       code, got = get_json(shop.url .. "/cards/" .. biz.order_no)
       assert.equal(200, code)
@@ -446,10 +454,12 @@ describe("OpenResty example (plain HTTP sandbox)", function()
     end)
 
     it("is idempotent: the same body twice is processed once, both answered 200", function()
-      local card = { order_no = helpers.order_no("CB"), card_token = "tok_0123456789abcdef",
-                     card_pan = "658704******0112", card_id = "9007199254741234", order_status = 5 }
+      local code, public = post_json(shop.url .. "/cards", helpers.biz())
+      assert.equal(200, code)
+      local card = platform_card(public.order_no)
       local body = notification(sb, card)
-      local code, text = request("POST", callback_url, body)
+      local text
+      code, text = request("POST", callback_url, body)
       assert.equal(200, code, text)
       assert.is_nil(core.json_decode(text).repeated)
       code, text = request("POST", callback_url, body)
@@ -458,7 +468,9 @@ describe("OpenResty example (plain HTTP sandbox)", function()
       local _, got = get_json(shop.url .. "/cards/" .. card.order_no)
       assert.equal(1, got.processed)
       assert.equal(2, got.deliveries)
-      assert.equal("658704******0112", got.card_pan)
+      assert.equal(card.card_pan, got.card_pan)
+      assert.is_nil(shop.error_log():find("disagrees with the platform: order_no=" .. card.order_no
+        .. " ", 1, true), "a genuine notification agrees")
     end)
 
     it("confirms a plain (unencrypted) notification with the platform before acting", function()
@@ -470,11 +482,92 @@ describe("OpenResty example (plain HTTP sandbox)", function()
       assert.equal(queries + 1, sb:stats().requests["/issuing/card/query-apply-card-result"])
       local _, got = get_json(shop.url .. "/cards/" .. card.order_no)
       assert.equal(1, got.processed)
-      -- a plain notification for an order the platform does not know: not acted on, retried
+      -- a plain notification for an order the platform does not know: not acted on
       local ghost = { order_no = helpers.order_no("GHOST"), card_token = "tok_ff", card_pan = "" }
-      code = request("POST", callback_url, notification(sb, ghost, true))
-      assert.equal(503, code)
+      local text
+      code, text = request("POST", callback_url, notification(sb, ghost, true))
+      assert.equal(400, code)
+      assert.equal("unknown_order", core.json_decode(text).error)
       assert.equal(404, (get_json(shop.url .. "/cards/" .. ghost.order_no)))
+    end)
+
+    it("issue 9 item 5: a forged sealed callback is not stored and the genuine one that follows is", function()
+      assert(sb:settings { callback_url = callback_url })
+      -- order_nos are guessable: the forgery, sealed with the merchant's PUBLIC key, comes
+      -- before the merchant applies.
+      local biz = helpers.biz()
+      local fake = { order_no = biz.order_no, card_token = "tok_forged0123456789abcdef",
+                     card_pan = "658704******6666", order_status = 5 }
+      local code, text = request("POST", callback_url, notification(sb, fake))
+      assert.equal(400, code, text)
+      assert.equal("unknown_order", core.json_decode(text).error)
+      assert.equal(404, (get_json(shop.url .. "/cards/" .. biz.order_no)))
+      -- the genuine callback of the real apply is stored, not taken for a repeat
+      local card
+      code, card = post_json(shop.url .. "/cards", biz)
+      assert.equal(200, code)
+      local cb = helpers.wait_for(function() return delivered(biz.order_no) end)
+      assert.is_table(cb, "no callback delivered")
+      assert.equal(200, cb.status)
+      local got
+      code, got = get_json(shop.url .. "/cards/" .. biz.order_no)
+      assert.equal(200, code)
+      assert.equal(card.card_token, got.card_token)
+      assert.equal(card.card_pan, got.card_pan)
+      assert.equal(1, got.processed)
+      assert.equal(1, got.deliveries)
+    end)
+
+    it("issue 9 item 5: a forged callback for a processing order stores only the platform's word", function()
+      assert(sb:settings { callback_url = callback_url })
+      local biz = helpers.biz()
+      assert(sb:pending(biz.order_no, 3))
+      local code = post_json(shop.url .. "/cards", biz)
+      assert.equal(202, code)
+      local fake = { order_no = biz.order_no, card_token = "tok_forged0123456789abcdef",
+                     card_pan = "658704******6666", order_status = 5 }
+      local text
+      code, text = request("POST", callback_url, notification(sb, fake))
+      assert.equal(200, code, text) -- handled: the platform's answer (processing) is recorded
+      local got
+      code, got = get_json(shop.url .. "/cards/" .. biz.order_no)
+      assert.equal(200, code)
+      assert.equal("processing", got.status)
+      assert.equal("", got.card_token)
+      assert.matches("callback disagrees with the platform: order_no=" .. biz.order_no
+        .. " fields=card_pan,card_token,holder_id,order_status", shop.error_log(), 1, true)
+      -- the order completes; its genuine callback is stored
+      local card
+      for _ = 1, 5 do
+        card = platform_card(biz.order_no)
+        if card.completed then break end
+      end
+      local cb = helpers.wait_for(function() return delivered(biz.order_no) end)
+      assert.is_table(cb, "no callback delivered")
+      assert.equal(200, cb.status)
+      code, got = get_json(shop.url .. "/cards/" .. biz.order_no)
+      assert.equal(200, code)
+      assert.equal("completed", got.status)
+      assert.equal(card.card_token, got.card_token)
+      assert.equal(2, got.processed) -- processing, then completed
+      assert.equal(2, got.deliveries)
+    end)
+
+    it("answers 503 while the platform cannot confirm, records nothing, and handles the redelivery", function()
+      local code, public = post_json(shop.url .. "/cards", helpers.biz())
+      assert.equal(200, code)
+      local body = notification(sb, platform_card(public.order_no))
+      assert(sb:faults { { path = "/issuing/card/query-apply-card-result", kind = "http_503",
+                           order_no = public.order_no, times = 3 } }) -- the client's 1 + 2 retries
+      code = request("POST", callback_url, body)
+      assert.equal(503, code)
+      assert.equal(404, (get_json(shop.url .. "/cards/" .. public.order_no)))
+      assert(sb:faults(nil))
+      code = request("POST", callback_url, body)
+      assert.equal(200, code)
+      local _, got = get_json(shop.url .. "/cards/" .. public.order_no)
+      assert.equal(1, got.processed)
+      assert.equal(1, got.deliveries)
     end)
 
     it("answers 400 to what it cannot parse, and records nothing", function()

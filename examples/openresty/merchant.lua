@@ -206,36 +206,44 @@ local function on_card_result(card)
   ngx.log(ngx.INFO, "card result: order_no=", card.order_no, " status=", card.status)
 end
 
---- POST /pagsmile/callback: the apply-card result notification (SPEC.md §7). Answers 200 for
--- every notification it has handled, the first time and every repeat; 400 for a body it
--- cannot parse; 503 when it cannot confirm a notification now (the platform delivers again).
+--- POST /pagsmile/callback: the apply-card result notification (SPEC.md §7). Nothing in a
+-- notification proves who sent it (anyone with the merchant's public key can seal one), so
+-- every one is confirmed with the platform before anything is stored or marked seen, and
+-- what is stored is the platform's card. Answers 200 for every notification it handled, the
+-- first time and every repeat; 400 for a body it cannot parse or an order the platform does
+-- not know (nothing to act on; a genuine one would be delivered again); 503 when it cannot
+-- confirm now (the platform delivers again).
 function M.card_callback()
   if not only("POST") then return end
   local body, why = read_body()
-  local note, err
-  if body then note, err = M.client():parse_notification(body) end
-  if not note or type(note.order_no) ~= "string" or note.order_no == "" then
-    ngx.log(ngx.WARN, "callback refused: ", err and tostring(err) or (why and "body " .. why) or "no order_no")
+  if not body then
+    ngx.log(ngx.WARN, "callback refused: body ", why)
     return respond(400, { error = "unparseable_notification" })
   end
-  local dict = store()
-  dict:incr("deliveries:" .. note.order_no, 1, 0, REMEMBER_SECONDS)
-  local key = "seen:" .. note.order_no .. ":" .. tostring(note.order_status)
-  if dict:get(key) then return respond(200, { ok = true, repeated = true }) end
-
-  local card = note
-  if not note.encrypted then
-    -- A plain notification proves nothing about its sender: ask the platform itself.
-    local qerr
-    card, qerr = M.client():query_apply_result(note.order_no)
-    if not card then
-      ngx.log(ngx.ERR, "callback not confirmed: ", tostring(qerr))
-      return respond(503, { error = "try_again_later" })
+  local card, err = M.client():confirm_notification(body)
+  if not card then
+    if err.unknown_order then
+      ngx.log(ngx.WARN, "callback refused: ", tostring(err))
+      return respond(400, { error = "unknown_order" })
     end
-    key = "seen:" .. card.order_no .. ":" .. tostring(card.order_status)
+    if not err.retryable then
+      ngx.log(ngx.WARN, "callback refused: ", tostring(err))
+      return respond(400, { error = "unparseable_notification" })
+    end
+    ngx.log(ngx.ERR, "callback not confirmed: ", tostring(err))
+    return respond(503, { error = "try_again_later" })
   end
+  if card.mismatch then
+    -- Forged, or overtaken by a later status: the platform's card is acted on either way.
+    -- Field names only: the values are card data.
+    ngx.log(ngx.WARN, "callback disagrees with the platform: order_no=", card.order_no,
+            " fields=", table.concat(card.mismatch, ","))
+  end
+  local dict = store()
+  dict:incr("deliveries:" .. card.order_no, 1, 0, REMEMBER_SECONDS)
   -- add is atomic: of two deliveries racing here, one processes and the other is a repeat.
-  local ok, aerr = dict:add(key, true, REMEMBER_SECONDS)
+  local ok, aerr = dict:add("seen:" .. card.order_no .. ":" .. tostring(card.order_status),
+                            true, REMEMBER_SECONDS)
   if not ok then
     if aerr == "exists" then return respond(200, { ok = true, repeated = true }) end
     ngx.log(ngx.ERR, "callback not stored: ", aerr)

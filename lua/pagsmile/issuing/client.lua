@@ -382,8 +382,9 @@ function Client:_apply_and_wait(clean, deadline, timeout, interval, on_update)
 end
 
 -- The apply-card result callback (SPEC.md §7): raw request body in, card table out, with
--- notify_type, the notification's request_id and `encrypted` (a plain notification proves
--- nothing about its sender: confirm with query_apply_result before acting on it).
+-- notify_type, the notification's request_id, `sealed` and `confirmed = false`. Nothing in a
+-- notification proves who sent it: a sealed biz_data is encrypted to the merchant's *public*
+-- key, which anyone may hold, and a plain one is plain. Act on confirm_notification's card.
 function Client:parse_notification(raw_body)
   self:_check_open()
   if type(raw_body) ~= "string" then
@@ -399,8 +400,8 @@ function Client:parse_notification(raw_body)
     return nil, errors.new("protocol", "the notification is for another partner_id", ctx)
   end
   local biz = env.biz_data
-  local encrypted = env.sign_type ~= nil and env.sign_type ~= ""
-  if encrypted then
+  local sealed = env.sign_type ~= nil and env.sign_type ~= ""
+  if sealed then
     if type(biz) ~= "string" or type(env.random_key) ~= "string" then
       return nil, errors.new("protocol", "an encrypted notification needs random_key and "
         .. "biz_data strings", ctx)
@@ -417,8 +418,58 @@ function Client:parse_notification(raw_body)
   end
   local note = api.card(biz, env.request_id)
   note.notify_type = env.notify_type
-  note.encrypted = encrypted
+  note.sealed = sealed       -- how it travelled; not who sent it
+  note.confirmed = false
   return note
+end
+
+-- The fields of a notification that are compared with the platform's card.
+local CLAIMS = { "order_no", "order_status", "card_token", "card_pan", "card_id", "holder_id" }
+
+-- parse_notification, then the platform's own word on that order (Query Apply Result): the
+-- card to act on, with `confirmed = true`, notify_type, and `mismatch`, the sorted names of
+-- the fields the notification got wrong (nil when it agreed; the platform's card is the
+-- truth either way). Errors carry `retryable`: true when the query failed (the same
+-- notification may be confirmed later), false when there is nothing to act on: a body that
+-- does not parse, an invalid order_no, or an order the platform does not know
+-- (`unknown_order = true`).
+function Client:confirm_notification(raw_body)
+  self:_check_open()
+  if type(raw_body) ~= "string" then
+    error("pagsmile.issuing: confirm_notification expects the raw body as a string", 2)
+  end
+  local note, err = self:parse_notification(raw_body)
+  if not note then
+    err.retryable = false
+    return nil, err
+  end
+  local card, qerr = self:query_apply_result(note.order_no)
+  if not card then
+    local ctx = { request_id = qerr.request_id, retryable = false }
+    if qerr.kind == "validation" then
+      -- Checked before anything is sent; the value itself is not echoed.
+      return nil, errors.new("protocol", "the notification's order_no " .. qerr.reason, ctx)
+    end
+    if qerr.kind == "api" and api.ORDER_NOT_FOUND[qerr.sub_code] then
+      ctx.order_no, ctx.unknown_order = note.order_no, true
+      return nil, errors.new("protocol", "the platform does not know this order: the "
+        .. "notification is not to be acted on", ctx)
+    end
+    qerr.retryable = true
+    return nil, qerr
+  end
+  local mismatch = {}
+  for _, k in ipairs(CLAIMS) do
+    -- tostring: long ids may be numbers on one side and decimal strings on the other
+    if note[k] ~= nil and tostring(note[k]) ~= tostring(card[k]) then
+      mismatch[#mismatch + 1] = k
+    end
+  end
+  table.sort(mismatch)
+  card.mismatch = mismatch[1] and mismatch or nil
+  card.notify_type = note.notify_type
+  card.confirmed = true
+  return card
 end
 
 -- close() while a call is in flight (another coroutine or ngx.thread, or the call's own
