@@ -92,12 +92,18 @@ fuzz-corpus: deps build build/fuzz-corpus/.done
 fuzz: deps build $(FUZZ_BINS) build/fuzz-corpus/.done
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run $(FUZZ_TARGETS)
 
-# Installs the rock into ./build/rock (offline). Debian keeps curl.h under the multiarch dir.
-CURL_INCDIR ?= $(patsubst -I%,%,$(filter -I%,$(shell pkg-config --cflags libcurl))) \
-               $(dir $(shell echo '\#include <curl/curl.h>' | $(CC) -M -xc - 2>/dev/null | grep -o '/[^ ]*curl/curl.h'))
+# Binary rocks a user can `luarocks install` offline, one per Lua version, built by plain
+# `luarocks make` (no variables: the rockspec finds libcurl on Debian/Ubuntu by itself):
+#   build/rock/5.1/pagsmile-issuing-0.2.0-1.linux-x86_64.rock, and the same under 5.4
+ROCKSPEC := $(wildcard rockspec/pagsmile-issuing-*.rockspec)
 rock:
-	luarocks --lua-version=5.4 --tree=build/rock make rockspec/pagsmile-issuing-scm-1.rockspec \
-	  CURL_INCDIR=$(patsubst %/curl/,%,$(firstword $(strip $(CURL_INCDIR))))
+	@for v in 5.1 5.4; do \
+	  rm -rf build/rock/$$v && mkdir -p build/rock/$$v && \
+	  luarocks --lua-version=$$v --tree=build/rock/$$v/tree make --pack-binary-rock $(ROCKSPEC) \
+	    >build/rock/$$v/build.log 2>&1 && mv ./pagsmile-issuing-*.rock build/rock/$$v/ || \
+	    { cat build/rock/$$v/build.log; exit 1; }; \
+	  ls build/rock/$$v/*.rock; \
+	done
 
 clean:
 	rm -rf build

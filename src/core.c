@@ -6,7 +6,7 @@
 #include "core.h"
 
 #ifndef PAGSMILE_VERSION
-#define PAGSMILE_VERSION "scm"
+#define PAGSMILE_VERSION "0.2.0"
 #endif
 
 /* The one symbol the module exports (it is built with -fvisibility=hidden). */

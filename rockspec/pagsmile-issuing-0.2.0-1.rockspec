@@ -1,6 +1,6 @@
 rockspec_format = "3.0"
 package = "pagsmile-issuing"
-version = "scm-1"
+version = "0.2.0-1"
 source = {
   url = "git+https://example.invalid/pagsmile-issuing.git",
 }
@@ -16,7 +16,9 @@ dependencies = {
   "lua >= 5.1, < 5.5",
 }
 external_dependencies = {
-  CURL = { header = "curl/curl.h", library = "curl" },
+  -- by library only: Debian and Ubuntu keep curl.h under the multiarch include dir, where
+  -- the compiler finds it but luarocks does not look
+  CURL = { library = "curl" },
   OPENSSL = { header = "openssl/evp.h", library = "crypto" },
 }
 build = {
