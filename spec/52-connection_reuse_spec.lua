@@ -78,7 +78,8 @@ describe("curl transport: connection reuse #core", function()
   end)
 end)
 
--- fork() is reached through LuaJIT's FFI: plain Lua has no fork without a new package.
+-- fork() is reached through LuaJIT's FFI (plain Lua has no fork without a new package), so
+-- the fork specs run on LuaJIT only.
 local ffi = jit and require "ffi"
 if ffi then
   pcall(ffi.cdef, [[
@@ -104,12 +105,7 @@ local function forked(child, parent)
   return status[0] == 0, unpack(out, 2)
 end
 
-describe("curl transport after fork", function()
-  if not ffi then
-    pending("needs LuaJIT's FFI to fork")
-    return
-  end
-
+if ffi then describe("curl transport after fork", function()
   local srv, tls_srv, certs
 
   lazy_setup(function()
@@ -193,7 +189,7 @@ describe("curl transport after fork", function()
     assert.equal(0, res.connects)
     t:close()
   end)
-end)
+end) end
 
 -- The same scenarios on the cosocket transport, inside a real nginx: /run makes one request
 -- per path in `paths` on one transport, PAUSE seconds apart, and answers with the outcomes.
