@@ -2,6 +2,16 @@
  * The libcurl easy handle behind transport/curl.lua: one handle per client, reused between
  * requests so live connections stay in its cache (curl_easy_reset keeps them).
  *
+ * A cached connection is reused only when it is quiet. libcurl (7.88) checks a cached
+ * connection for a FIN before reusing it, not for unread bytes, so an answer a server sent
+ * unasked (or late) would be read as the answer to the next request: another order's card.
+ * And after fork() parent and child share the cached socket and would read each other's
+ * answers. So the handle knows every socket libcurl holds (open/close socket callbacks) and
+ * the process that opened them; before a request, if any of them is readable (bytes, EOF or
+ * error) or the process changed, the handle is replaced by a fresh one and its connections
+ * dropped. In a forked child the inherited sockets are first pointed at /dev/null, so that
+ * dropping them (TLS close_notify included) never writes to the parent's connection.
+ *
  * No Lua code ever runs inside libcurl: the callbacks below only touch C state reachable
  * from the handle, and everything heap-allocated is owned by a userdata (the handle, or the
  * response buffer), so a Lua error at any point leaks nothing.
@@ -9,18 +19,28 @@
 #include "core.h"
 
 #include <curl/curl.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #define HTTP_MT "pagsmile.issuing.http"
 #define DEFAULT_MAX_BODY 1048576
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
+/* Sockets libcurl may hold at once: the cached connection, a new one, happy-eyeballs tries. */
+#define MAX_SOCKETS 8
 
 typedef struct {
   CURL *curl;                  /* NULL once closed */
   struct curl_slist *headers;  /* of the last request; freed by the next one or by close */
+  pid_t pid;                   /* the process that made curl's connections */
+  curl_socket_t socks[MAX_SOCKETS]; /* every socket libcurl holds open; CURL_SOCKET_BAD = free */
   /* per-request state, written by the callbacks during curl_easy_perform */
   pagsmile_buf *body;
   size_t max_body;
@@ -39,11 +59,38 @@ static http_handle *check_open(lua_State *L) {
   return h;
 }
 
+/*
+ * In a forked child, points every inherited socket at /dev/null: libcurl then closes its
+ * copies without a byte (a TLS close_notify, a shutdown) reaching the parent's connections.
+ * Returns 0 if /dev/null cannot be opened.
+ */
+static int detach_inherited(http_handle *h) {
+  struct stat st;
+  int i, null_fd = open("/dev/null", O_RDWR);
+  if (null_fd < 0) return 0;
+  for (i = 0; i < MAX_SOCKETS; i++) {
+    /* only a socket: never clobber a descriptor that is no longer libcurl's */
+    if (h->socks[i] != CURL_SOCKET_BAD && fstat(h->socks[i], &st) == 0 && S_ISSOCK(st.st_mode))
+      dup2(null_fd, h->socks[i]);
+  }
+  close(null_fd);
+  return 1;
+}
+
+/* Frees the easy handle and its connections (see the top of this file for a child's). */
+static void drop_curl(http_handle *h) {
+  int i;
+  /* with no /dev/null, a child leaves the inherited handle be rather than risk writing to
+     the parent's connections */
+  if (h->pid == getpid() || detach_inherited(h)) curl_easy_cleanup(h->curl);
+  h->curl = NULL;
+  for (i = 0; i < MAX_SOCKETS; i++) h->socks[i] = CURL_SOCKET_BAD;
+}
+
 /* close, __gc and __close: idempotent. */
 static int http_close(lua_State *L) {
   http_handle *h = (http_handle *)luaL_checkudata(L, 1, HTTP_MT);
-  if (h->curl) curl_easy_cleanup(h->curl);
-  h->curl = NULL;
+  if (h->curl) drop_curl(h);
   curl_slist_free_all(h->headers);
   h->headers = NULL;
   h->body = NULL;
@@ -52,7 +99,10 @@ static int http_close(lua_State *L) {
 
 static int http_new(lua_State *L) {
   http_handle *h = (http_handle *)lua_newuserdata(L, sizeof *h);
+  int i;
   memset(h, 0, sizeof *h);
+  for (i = 0; i < MAX_SOCKETS; i++) h->socks[i] = CURL_SOCKET_BAD;
+  h->pid = getpid();
   luaL_setmetatable(L, HTTP_MT);
   pthread_once(&global_once, global_init);
   if (global_rc != CURLE_OK) {
@@ -128,6 +178,62 @@ static int on_sockopt(void *ud, curl_socket_t fd, curlsocktype purpose) {
     return CURL_SOCKOPT_ERROR;
   }
   return CURL_SOCKOPT_OK;
+}
+
+/*
+ * libcurl opens and closes every socket through these two, so h->socks is exactly the set of
+ * sockets it holds. Sockets are close-on-exec: a program the process starts does not keep
+ * the connections open. A full table (never seen: at most a few sockets are open at once)
+ * fails the connect, reported as "could not connect".
+ */
+static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
+  http_handle *h = (http_handle *)ud;
+  curl_socket_t s;
+  int i = 0;
+  (void)purpose;
+  while (i < MAX_SOCKETS && h->socks[i] != CURL_SOCKET_BAD) i++;
+  if (i == MAX_SOCKETS) return CURL_SOCKET_BAD;
+  s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+  h->socks[i] = s;
+  return s;
+}
+
+static int on_close_socket(void *ud, curl_socket_t s) {
+  http_handle *h = (http_handle *)ud;
+  int i;
+  for (i = 0; i < MAX_SOCKETS; i++)
+    if (h->socks[i] == s) h->socks[i] = CURL_SOCKET_BAD;
+  return close(s);
+}
+
+/* Whether a socket libcurl keeps has something to read (bytes, EOF, an error) before we wrote. */
+static int any_readable(http_handle *h) {
+  struct pollfd p[MAX_SOCKETS];
+  int i, n = 0;
+  for (i = 0; i < MAX_SOCKETS; i++) {
+    if (h->socks[i] == CURL_SOCKET_BAD) continue;
+    p[n].fd = h->socks[i];
+    p[n].events = POLLIN;
+    p[n].revents = 0;
+    n++;
+  }
+  return n > 0 && poll(p, (nfds_t)n, 0) != 0; /* an error counts as readable: drop them */
+}
+
+/*
+ * Gives the handle a fresh easy handle when its connections cannot be trusted: bytes waiting
+ * on one, or they were made by another process (fork). Dropping the old handle is the one way
+ * libcurl offers to close a cached connection; it costs a new connection, which was needed.
+ */
+static int fresh_if_stale(http_handle *h) {
+  CURL *fresh;
+  if (h->pid == getpid() && !any_readable(h)) return 1;
+  fresh = curl_easy_init();
+  if (!fresh) return 0;
+  drop_curl(h);
+  h->curl = fresh;
+  h->pid = getpid();
+  return 1;
 }
 
 /* Integer option in milliseconds (or bytes); fractions round up so 0.4 ms is not "none". */
@@ -240,6 +346,11 @@ static int push_failure(lua_State *L, http_handle *h, CURLcode rc) {
     f.text = big;
   } else if (h->resend_refused) {
     f.text = "connection closed without an answer; not resent";
+  } else if (rc == CURLE_UNSUPPORTED_PROTOCOL && sent) {
+    /* libcurl's word for an answer that is not HTTP (it refuses HTTP/0.9): something
+       answered our request with bytes that are no HTTP answer */
+    f.kind = "protocol";
+    f.text = "invalid HTTP answer: no HTTP status line";
   }
   lua_pushstring(L, f.kind);
   lua_setfield(L, -2, "kind");
@@ -268,7 +379,7 @@ static int http_request(lua_State *L) {
   const char *ca_file, *proxy, *user_agent;
   curl_off_t total_us = 0;
   pagsmile_buf *resp;
-  CURL *c = h->curl;
+  CURL *c;
   CURLcode rc;
 
   if (opts) luaL_checktype(L, 4, LUA_TTABLE);
@@ -279,6 +390,8 @@ static int http_request(lua_State *L) {
   proxy = opt_string(L, opts, "proxy");
   user_agent = opt_string(L, opts, "user_agent");
 
+  if (!fresh_if_stale(h)) return luaL_error(L, "pagsmile.issuing: out of memory");
+  c = h->curl;
   curl_easy_reset(c);
   curl_slist_free_all(h->headers);
   h->headers = NULL;
@@ -312,6 +425,10 @@ static int http_request(lua_State *L) {
   SETOPT(CURLOPT_VERBOSE, 1L);
   SETOPT(CURLOPT_SOCKOPTFUNCTION, on_sockopt);
   SETOPT(CURLOPT_SOCKOPTDATA, (void *)h);
+  SETOPT(CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+  SETOPT(CURLOPT_OPENSOCKETDATA, (void *)h);
+  SETOPT(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+  SETOPT(CURLOPT_CLOSESOCKETDATA, (void *)h);
   if (ca_file) SETOPT(CURLOPT_CAINFO, ca_file);
   if (proxy) SETOPT(CURLOPT_PROXY, proxy);
   if (user_agent) SETOPT(CURLOPT_USERAGENT, user_agent);
