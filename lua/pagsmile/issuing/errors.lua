@@ -3,23 +3,74 @@
 -- never from bodies, keys, PANs or biz_data values.
 local errors = {}
 
+local byte, find, format, gsub, sub = string.byte, string.find, string.format, string.gsub, string.sub
+
 local Error = {}
 Error.__index = Error
 
 local CONTEXT = { "code", "sub_code", "http_status", "request_id", "order_no" }
 
+-- Bounds, in bytes, of what tostring(err) echoes: each context value comes from the server, a
+-- callback or the caller, and a log line must stay one short line whatever they hold.
+local MAX_VALUE = 64
+local MAX_MESSAGE = 300
+local MAX_KIND = 32
+local ELLIPSIS = "…"
+
+local ESCAPES = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+local function escape_control(c) return ESCAPES[c] or format("\\x%02x", byte(c)) end
+-- C1 controls in UTF-8 form (U+0080..U+009F): some terminals act on them like ESC sequences.
+local function escape_c1(c) return format("\\u%04x", byte(c)) end
+
+-- Where to cut `t` so at most `room` bytes stay: never inside one of our escapes or inside a
+-- UTF-8 character.
+local function cut_point(t, room)
+  local cut = room
+  local bs = find(sub(t, 1, cut), "\\[^\\]*$")
+  if bs and bs > cut - 6 then
+    local kind = sub(t, bs + 1, bs + 1)
+    local len = kind == "x" and 4 or kind == "u" and 6 or 2
+    if bs + len - 1 > cut then cut = bs - 1 end
+  end
+  while cut > 0 do
+    local b = byte(t, cut + 1)
+    if not b or b < 0x80 or b >= 0xC0 then break end
+    cut = cut - 1
+  end
+  return cut
+end
+
+--- `v` as one printable line of at most `limit` bytes: control characters escaped (\n, \x1b),
+-- a longer text cut and ended with "…", a non-scalar shown by its type. Idempotent.
+function errors.printable(v, limit)
+  local t = type(v)
+  if t == "number" or t == "boolean" then
+    v = tostring(v)
+  elseif t ~= "string" then
+    return "<a " .. t .. ">"
+  end
+  -- Escapes only lengthen, so the first limit + 1 bytes decide everything (a 1 MB value
+  -- costs no more than a short one).
+  local s = gsub(gsub(sub(v, 1, limit + 1), "\194([\128-\159])", escape_c1), "[%c\127]", escape_control)
+  if #v <= limit and #s <= limit then return s end
+  return sub(s, 1, cut_point(s, limit - #ELLIPSIS)) .. ELLIPSIS
+end
+local printable = errors.printable
+
 function Error.__tostring(e)
   local parts = {}
   for _, k in ipairs(CONTEXT) do
-    if e[k] ~= nil then parts[#parts + 1] = k .. "=" .. tostring(e[k]) end
+    if e[k] ~= nil then parts[#parts + 1] = k .. "=" .. printable(e[k], MAX_VALUE) end
   end
   local tail = #parts > 0 and (" [" .. table.concat(parts, " ") .. "]") or ""
-  return "pagsmile.issuing " .. e.kind .. " error: " .. e.message .. tail
+  return "pagsmile.issuing " .. printable(e.kind, MAX_KIND) .. " error: "
+    .. printable(e.message, MAX_MESSAGE) .. tail
 end
 
+-- The message is kept printable too: callers log err.message on its own.
 function errors.new(kind, message, fields)
   local e = fields or {}
-  e.kind, e.message = kind, message
+  e.kind, e.message = kind, printable(message, MAX_MESSAGE)
   return setmetatable(e, Error)
 end
 
@@ -46,6 +97,8 @@ function errors.wrap(t, context)
     -- sent (a holder's name, an email), and messages carry no biz_data values.
     e.message = "the platform refused the request"
       .. ((e.msg or e.sub_msg) and " (its words are in err.msg and err.sub_msg)" or "")
+  else
+    e.message = printable(e.message, MAX_MESSAGE)
   end
   return setmetatable(e, Error)
 end

@@ -30,21 +30,112 @@ local function nonempty_string(v)
   return type(v) == "string" and v:find("%S") ~= nil
 end
 
-local function is_loopback(host)
-  return host == "localhost" or host == "[::1]" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil
+-- base_url (issue 9 item 6): scheme://host[:port][/path prefix], parsed the way libcurl and
+-- the cosocket transport read it, so that the host checked here is the host they connect to.
+-- The URL is never echoed in a message: it might carry a password.
+local MAX_URL = 2048
+local URL_SHAPE = "must look like https://host[:port][/path]"
+
+-- A dotted quad, strictly: no shorthand (127.1), octal (0177) or hex (0x7f) forms.
+local function ipv4(s)
+  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if not a then return nil end
+  for _, p in ipairs { a, b, c, d } do
+    if #p > 3 or (#p > 1 and p:sub(1, 1) == "0") or tonumber(p) > 255 then return nil end
+  end
+  return tonumber(a)
 end
 
--- base_url: https, or plain http only towards this machine (the local sandbox).
+-- Colon-separated hex groups; "" has none.
+local function ipv6_groups(s)
+  if s == "" then return 0 end
+  local n = 0
+  for g in (s .. ":"):gmatch("([^:]*):") do
+    if not g:find("^%x%x?%x?%x?$") then return nil end
+    n = n + 1
+  end
+  return n
+end
+
+-- The text between [ and ]: no zone id (it would need a "%25").
+local function ipv6(s)
+  local v4 = s:match(":(%d+%.%d+%.%d+%.%d+)$")
+  if v4 then
+    if not ipv4(v4) then return false end
+    s = s:sub(1, #s - #v4) .. "0:0" -- the IPv4 tail counts as two groups
+  end
+  local left, right = s:match("^(.-)::(.*)$")
+  if left then
+    local l, r = ipv6_groups(left), ipv6_groups(right)
+    return l ~= nil and r ~= nil and l + r <= 7
+  end
+  return ipv6_groups(s) == 8
+end
+
+-- A DNS name of ASCII labels. One whose last label is a number (or 0x…) is what URL parsers
+-- read as an IPv4 address in some shorthand, so it must be a dotted quad or nothing.
+local function reg_name(s)
+  if #s > 253 then return false end
+  local last
+  for label in (s .. "."):gmatch("([^.]*)%.") do
+    if #label > 63 or not label:find("^[%w_]$") and not label:find("^[%w_][%w_%-]*[%w_]$") then
+      return false
+    end
+    last = label
+  end
+  return not (last:find("^%d+$") or last:find("^0[xX]%x*$"))
+end
+
+local function valid_host(h)
+  local inner = h:match("^%[(.*)%]$")
+  if inner then return ipv6(inner) end
+  return ipv4(h) ~= nil or reg_name(h)
+end
+
+local function is_loopback(host)
+  return host:lower() == "localhost" or host == "[::1]" or ipv4(host) == 127
+end
+
+-- The path prefix the API paths are appended to: RFC 3986 segments, none empty, "." or "..".
+local function valid_path(p)
+  if p == "" then return true end
+  if p:find("[^%w%-%._~!%$&'%(%)%*%+,;=:/%%]") then return false end
+  if p:sub(1, 1) ~= "/" or p:gsub("%%%x%x", ""):find("%%") then return false end
+  for seg in (p:sub(2) .. "/"):gmatch("([^/]*)/") do
+    if seg == "" or seg == "." or seg == ".." then return false end
+  end
+  return true
+end
+
+-- https, or plain http only towards this machine (the local sandbox).
 local function check_base_url(url)
   if type(url) ~= "string" then return nil, "must be a string URL" end
+  if #url > MAX_URL then return nil, "must be at most " .. MAX_URL .. " bytes" end
   if url:find("[%c%s]") then return nil, "must not contain spaces or control characters" end
+  if url:find("[\\\128-\255]") then return nil, "must be ASCII without backslashes" end
+  -- An "@" can only mean userinfo ("user:password@host"), or confuse a parser into it.
+  if url:find("@", 1, true) then return nil, "must not carry userinfo (user:password@)" end
+  if url:find("[?#]") then return nil, "must not carry a query or a fragment" end
   url = url:gsub("/+$", "")
-  local scheme, host = url:match("^(%a+)://(%[?[%w%.%-:]+%]?)")
-  if not scheme then return nil, "must look like https://host[:port]" end
-  host = host:gsub(":%d+$", "")
+  local scheme, authority, path = url:match("^(%a[%w+.-]*)://([^/]*)(.*)$")
+  if not scheme or (scheme ~= "https" and scheme ~= "http") then return nil, URL_SHAPE end
+  local host, port = authority:match("^(%[[^%]]*%])(.*)$")
+  if not host then host, port = authority:match("^([^:]*)(.*)$") end
+  if host == "" or not valid_host(host) then
+    return nil, "must name a host: a DNS name, an IPv4 address or an [IPv6] address"
+  end
+  if port ~= "" then
+    local n = port:match("^:(%d%d?%d?%d?%d?)$")
+    if not n or tonumber(n) < 1 or tonumber(n) > 65535 then
+      return nil, "must have a port from 1 to 65535 (or none)"
+    end
+  end
+  if not valid_path(path) then
+    return nil, "may carry a path prefix of plain /segments only"
+  end
   if scheme == "https" then return url end
-  if scheme == "http" and is_loopback(host) then return url end
-  return nil, "must use https (plain http is allowed only for 127.0.0.1/localhost)"
+  if is_loopback(host) then return url end
+  return nil, "must use https (plain http is allowed only for 127.0.0.0/8, localhost and [::1])"
 end
 
 -- "+08:00" → seconds east of UTC.
@@ -64,14 +155,27 @@ local function check_seconds(v, name, limit)
   end
 end
 
+-- An unknown setting's name as an error may show it (issue 9 item 7). A config loaded with
+-- names and values swapped has values for names, a private key among them: a long name, or
+-- one that looks like PEM or Base64, is shown by its length only.
+local MAX_NAME = 40
+local BASE64_RUN = ("[%w+/=]"):rep(24)
+local function shown_name(k)
+  if type(k) == "string" and (#k > MAX_NAME or k:find("-----", 1, true) or k:find(BASE64_RUN)) then
+    return "<a " .. #k .. "-character string>"
+  end
+  return errors.printable(k, MAX_NAME)
+end
+
 -- Returns the normalised settings with parsed keys, or nil and a config error.
 function options.check(opts)
   if type(opts) ~= "table" then
     return nil, errors.config("options", "issuing.new expects a table of settings")
   end
-  for k in pairs(opts) do
+  for k, v in pairs(opts) do
     if not KNOWN[k] then
-      return nil, errors.config(tostring(k), "is not a setting of issuing.new")
+      return nil, errors.config(shown_name(k), "is not a setting of issuing.new"
+        .. (KNOWN[v] and " (are names and values swapped?)" or ""))
     end
   end
   local o = {}
