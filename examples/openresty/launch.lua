@@ -51,6 +51,8 @@ function M.start(sb, opts)
     conf = conf,
     env = env,
     prepare = function(prefix, vars)
+      local modules = assert(nginx.read_file(root .. "/examples/openresty/debian-modules.conf"))
+      nginx.write_file(prefix .. "/conf/debian-modules.conf", modules)
       local dir = prefix .. "/keys"
       assert(os.execute("mkdir -m 700 '" .. dir .. "'"))
       write_private(dir .. "/platform_public.pem", sb.platform_public_key)
