@@ -335,45 +335,101 @@ local function positive_seconds(v)
   return type(v) == "number" and v > 0 and v < math.huge -- NaN fails v > 0
 end
 
+-- The options of apply_card_and_wait and wait_apply_result. As with issuing.new's settings,
+-- a misspelt or malformed one is a `config` error naming it, not silently ignored (issue 10
+-- item 5): `{timout = 2}` would otherwise wait the default 60 s.
+local WAIT_OPTIONS = { timeout = true, interval = true, on_update = true }
+
+local function check_wait(wait, call)
+  if wait == nil then wait = {} end
+  if type(wait) ~= "table" then
+    return nil, errors.config("wait", "the options of " .. call .. " must be a table or nil")
+  end
+  for k in pairs(wait) do
+    if not WAIT_OPTIONS[k] then
+      return nil, errors.config(options.shown_name(k), "is not an option of " .. call
+        .. " (timeout, interval, on_update)")
+    end
+  end
+  local w = { timeout = wait.timeout or 60, interval = wait.interval or 2, on_update = wait.on_update }
+  for _, name in ipairs { "timeout", "interval" } do
+    if not positive_seconds(w[name]) then
+      return nil, errors.config(name, "must be a positive, finite number of seconds (an option of "
+        .. call .. ")")
+    end
+  end
+  if w.on_update ~= nil and type(w.on_update) ~= "function" then
+    return nil, errors.config("on_update", "must be a function(card) or nil (an option of "
+      .. call .. ")")
+  end
+  return w
+end
+
 -- Applies, then follows a processing order with Query Apply Result every `interval` seconds
 -- until it completes or `timeout` seconds (counted from the call, the apply included) have
 -- passed. On timeout the error carries the last known card as err.card. wait.on_update(card),
 -- if given, sees every card the calls return (for progress logs).
 function Client:apply_card_and_wait(biz_data, wait)
   self:_check_open()
-  wait = wait or {}
-  local timeout, interval = wait.timeout or 60, wait.interval or 2
-  if not positive_seconds(timeout) then
-    error("pagsmile.issuing: wait.timeout must be a positive, finite number of seconds", 2)
-  end
-  if not positive_seconds(interval) then
-    error("pagsmile.issuing: wait.interval must be a positive, finite number of seconds", 2)
-  end
-  local deadline = now() + timeout
+  local w, werr = check_wait(wait, "apply_card_and_wait")
+  if not w then return nil, werr end
+  local deadline = now() + w.timeout
   local clean, verr = validate(schema.apply_card, biz_data)
   if not clean then return nil, verr end
-  return self:_call(self._apply_and_wait, clean, deadline, timeout, interval, wait.on_update)
+  return self:_call(self._apply_and_wait, clean, deadline, w)
 end
 
-function Client:_apply_and_wait(clean, deadline, timeout, interval, on_update)
+function Client:_apply_and_wait(clean, deadline, w)
   local card, err = self:_apply(clean, math.min(deadline, now() + self.o.timeout))
   if not card then return nil, err end
-  local order_no = clean.order_no
   -- A failing on_update must not lose the card: its errors are dropped.
-  if on_update then pcall(on_update, card) end
-  local last_err
-  while not card.completed do
-    if now() + interval >= deadline then
-      return nil, errors.new("timeout", "order " .. order_no .. " is still "
-        .. card.status .. " after " .. timeout .. " s"
+  if w.on_update then pcall(w.on_update, card) end
+  return self:_follow(clean.order_no, card, deadline, w)
+end
+
+-- Follows an order that already exists (the README's follow-up for an apply that came back
+-- processing, or one applied in an earlier run): Query Apply Result at once, then every
+-- `interval` seconds until it completes or `timeout` seconds pass. Same options and timeout
+-- error as apply_card_and_wait; a definite refusal of the first query (no such order) is
+-- returned at once.
+function Client:wait_apply_result(order_no, wait)
+  self:_check_open()
+  local w, werr = check_wait(wait, "wait_apply_result")
+  if not w then return nil, werr end
+  local deadline = now() + w.timeout
+  local clean, verr = validate(schema.query_apply_result, { order_no = order_no })
+  if not clean then return nil, verr end
+  return self:_call(self._follow, clean.order_no, nil, deadline, w)
+end
+
+-- Waiting stops once less than this is left after at least one query: too little for
+-- another query to be answered.
+local MIN_LEFT = 0.1
+
+-- Polls until the order completes or the deadline. There is at least one query while time
+-- is left, and the pause shrinks to half the time left near the deadline (issue 10 item 5):
+-- `{timeout = 2}` with the default 2 s interval still polls until its deadline.
+function Client:_follow(order_no, card, deadline, w)
+  local last_err, queries = nil, 0
+  while not (card and card.completed) do
+    local left = deadline - now()
+    if left <= 0 or (queries > 0 and left < MIN_LEFT) then
+      return nil, errors.new("timeout", "order " .. order_no .. " is "
+        .. (card and ("still " .. card.status) or "not known to be processed")
+        .. " after " .. w.timeout .. " s"
         .. (last_err and (" (last query: " .. last_err.message .. ")") or ""),
-        { card = card, order_no = order_no, request_id = card.request_id, sent = true })
+        { card = card, order_no = order_no, request_id = card and card.request_id,
+          sent = card ~= nil })
     end
-    sleep(interval)
+    -- wait_apply_result's first query goes at once; every other one after a pause.
+    if card or queries > 0 then sleep(math.min(w.interval, left / 2)) end
     local c, e = self:_query(order_no, math.min(deadline, now() + self.o.timeout))
+    queries = queries + 1
     if c then
       card = c
-      if on_update then pcall(on_update, card) end
+      if w.on_update then pcall(w.on_update, card) end
+    elseif not card and not read_retryable(e) then
+      return nil, e -- no such order, a bad setting...: waiting cannot change it
     else
       last_err = e
     end

@@ -9,7 +9,6 @@ local options = {}
 local DEFAULTS = {
   base_url = api.SANDBOX_URL,
   timeout = 30,
-  connect_timeout = 5,
   max_retries = 2,
   utc_offset = api.DEFAULT_UTC_OFFSET,
   version = api.DEFAULT_VERSION,
@@ -18,11 +17,14 @@ local DEFAULTS = {
 local KNOWN = {
   app_id = true, partner_id = true, sub_partner_id = true,
   platform_public_key = true, merchant_private_key = true,
+  platform_public_key_file = true, merchant_private_key_file = true,
   base_url = true, timeout = true, connect_timeout = true, max_retries = true,
   utc_offset = true, version = true, transport = true,
   ca_file = true, proxy = true, user_agent = true, log = true,
 }
 
+-- connect_timeout's default, clamped to timeout: `timeout = 2` alone must just work.
+local DEFAULT_CONNECT_TIMEOUT = 5
 local MAX_TIMEOUT = 600
 local MAX_RETRIES = 10
 
@@ -150,9 +152,18 @@ local function parse_offset(s)
 end
 
 local function check_seconds(v, name, limit)
-  if type(v) ~= "number" or v ~= v or v <= 0 or v > limit then
+  if type(v) ~= "number" then
+    return errors.config(name, "must be a number of seconds, not a " .. type(v))
+  end
+  if v ~= v or v <= 0 or v > limit then
     return errors.config(name, "must be a number of seconds above 0 and at most " .. limit)
   end
+end
+
+-- A setting of the wrong type says which type it wants (issue 10 item 7: `app_id = 12345`
+-- is not "missing").
+local function wrong_type(name, v, wanted)
+  return errors.config(name, "must be " .. wanted .. ", not a " .. type(v))
 end
 
 -- An unknown setting's name as an error may show it (issue 9 item 7). A config loaded with
@@ -165,6 +176,78 @@ local function shown_name(k)
     return "<a " .. #k .. "-character string>"
   end
   return errors.printable(k, MAX_NAME)
+end
+
+-- Keys come as text (`platform_public_key`) or as a file read here (`..._file`, issue 10
+-- item 4). Text where a path belongs, or a path where text belongs, is named as such; key
+-- text is never echoed, whichever setting it was given to.
+local MAX_KEY_FILE = 64 * 1024
+local MAX_PATH = 4096
+
+local KEYS = {
+  { name = "platform_public_key", slot = "platform_key", parse = core.public_key,
+    required = "is required (the platform's RSA public key, PEM or Base64, from the "
+      .. "dashboard), or platform_public_key_file" },
+  { name = "merchant_private_key", slot = "merchant_key", parse = core.private_key,
+    required = "is required (your RSA private key; issuing.keygen() makes a pair), or "
+      .. "merchant_private_key_file" },
+}
+
+-- PEM, several lines, or a long run of Base64: key text, not a path.
+local function key_text(v)
+  return v:find("-----", 1, true) or v:find("[\r\n]") or (#v >= 200 and v:find("^[%w+/=]+$"))
+end
+
+-- A short single line that starts like a path or ends like a key file's name. (Key text
+-- cannot: PEM starts with "-----", Base64 DER with "MII" and is hundreds of bytes long.)
+local function looks_like_path(v)
+  if #v > 256 or v:find("[\r\n]") then return false end
+  return v:find("^[/~]") or v:find("^%.%.?/") or v:find("%.pem%s*$") or v:find("%.key%s*$")
+    or v:find("%.der%s*$")
+end
+
+local function read_key_file(name, path, key_name)
+  if type(path) ~= "string" then return nil, wrong_type(name, path, "a string (a file path)") end
+  if key_text(path) then
+    return nil, errors.config(name, "holds key text, not a file path: use " .. key_name)
+  end
+  if not path:find("%S") or #path > MAX_PATH or path:find("%z") then
+    return nil, errors.config(name, "must be a file path")
+  end
+  local f, msg = io.open(path, "rb")
+  if not f then return nil, errors.config(name, "cannot be read: " .. tostring(msg)) end
+  local text, rerr = f:read(MAX_KEY_FILE + 1)
+  f:close()
+  if not text then
+    return nil, errors.config(name, rerr and ("cannot be read: " .. tostring(rerr)) or "is empty")
+  end
+  if #text > MAX_KEY_FILE then return nil, errors.config(name, "is too large for a key file") end
+  return text
+end
+
+-- The parsed key of setting k, or nil and a config error naming the setting given.
+local function load_key(o, k)
+  local file_name = k.name .. "_file"
+  local text, file, source = o[k.name], o[file_name], k.name
+  if file ~= nil then
+    if text ~= nil then
+      return nil, errors.config(file_name, "set " .. k.name .. " or " .. file_name .. ", not both")
+    end
+    local e
+    text, e = read_key_file(file_name, file, k.name)
+    if not text then return nil, e end
+    source = file_name
+  elseif text ~= nil and type(text) ~= "string" then
+    return nil, wrong_type(k.name, text, "a string: the key's PEM or Base64 text (or set "
+      .. file_name .. ")")
+  elseif not nonempty_string(text) then
+    return nil, errors.config(k.name, k.required)
+  elseif looks_like_path(text) then
+    return nil, errors.config(k.name, "looks like a file path: use " .. file_name)
+  end
+  local key, msg = k.parse(text)
+  if not key then return nil, errors.config(source, msg) end
+  return key
 end
 
 -- Returns the normalised settings with parsed keys, or nil and a config error.
@@ -183,7 +266,11 @@ function options.check(opts)
   for k, v in pairs(opts) do o[k] = v end
 
   for _, name in ipairs { "app_id", "partner_id" } do
-    if not nonempty_string(o[name]) then
+    local v = o[name]
+    if v ~= nil and type(v) ~= "string" then
+      return nil, wrong_type(name, v, "a string (quote it)")
+    end
+    if not nonempty_string(v) then
       return nil, errors.config(name, "is required (a non-empty string from the dashboard)")
     end
   end
@@ -192,38 +279,41 @@ function options.check(opts)
   end
 
   local msg
-  if not nonempty_string(o.platform_public_key) then
-    return nil, errors.config("platform_public_key",
-      "is required (the platform's RSA public key, PEM or Base64, from the dashboard)")
+  for _, k in ipairs(KEYS) do
+    o[k.slot], msg = load_key(o, k)
+    if not o[k.slot] then return nil, msg end
+    -- The key text and the path are not kept: the parsed key is all the client needs.
+    o[k.name], o[k.name .. "_file"] = nil, nil
   end
-  o.platform_key, msg = core.public_key(o.platform_public_key)
-  if not o.platform_key then return nil, errors.config("platform_public_key", msg) end
-  if not nonempty_string(o.merchant_private_key) then
-    return nil, errors.config("merchant_private_key",
-      "is required (your RSA private key; issuing.keygen() makes a pair)")
-  end
-  o.merchant_key, msg = core.private_key(o.merchant_private_key)
-  if not o.merchant_key then return nil, errors.config("merchant_private_key", msg) end
-  -- The PEM text is not kept: the parsed keys are all the client needs.
-  o.platform_public_key, o.merchant_private_key = nil, nil
 
   o.base_url, msg = check_base_url(o.base_url)
   if not o.base_url then return nil, errors.config("base_url", msg) end
 
   local e = check_seconds(o.timeout, "timeout", MAX_TIMEOUT)
-         or check_seconds(o.connect_timeout, "connect_timeout", MAX_TIMEOUT)
+  if e then return nil, e end
+  if o.connect_timeout == nil then
+    o.connect_timeout = math.min(DEFAULT_CONNECT_TIMEOUT, o.timeout)
+  end
+  e = check_seconds(o.connect_timeout, "connect_timeout", MAX_TIMEOUT)
   if e then return nil, e end
   if o.connect_timeout > o.timeout then
     return nil, errors.config("connect_timeout", "must not exceed timeout")
   end
   local r = o.max_retries
-  if type(r) ~= "number" or r ~= math.floor(r) or r < 0 or r > MAX_RETRIES then
+  if type(r) ~= "number" then return nil, wrong_type("max_retries", r, "a number") end
+  if r ~= math.floor(r) or r < 0 or r > MAX_RETRIES then
     return nil, errors.config("max_retries", "must be a whole number from 0 to " .. MAX_RETRIES)
   end
 
+  if type(o.utc_offset) ~= "string" then
+    return nil, wrong_type("utc_offset", o.utc_offset, 'a string like "+08:00"')
+  end
   o.utc_offset_seconds = parse_offset(o.utc_offset)
   if not o.utc_offset_seconds then
     return nil, errors.config("utc_offset", 'must look like "+08:00" (hours up to 14)')
+  end
+  if type(o.version) ~= "string" then
+    return nil, wrong_type("version", o.version, 'a string such as "2.0"')
   end
   if not nonempty_string(o.version) then
     return nil, errors.config("version", 'must be a non-empty string such as "2.0"')
@@ -240,11 +330,17 @@ function options.check(opts)
     return nil, errors.config("log", "must be a function(event) or nil")
   end
   local t = o.transport
+  if t ~= nil and type(t) ~= "string" and type(t) ~= "table" then
+    return nil, wrong_type("transport", t, 'a string ("curl" or "ngx"), a table with :request(req), or nil')
+  end
   if t ~= nil and t ~= "curl" and t ~= "ngx"
      and not (type(t) == "table" and type(t.request) == "function") then
     return nil, errors.config("transport", 'must be nil, "curl", "ngx" or a table with :request(req)')
   end
   return o
 end
+
+-- For the wait options of the client's calls.
+options.shown_name = shown_name
 
 return options

@@ -1,0 +1,329 @@
+-- The first hour of a new user (issue 10 items 4, 5 and part of 7): key files, settings of
+-- the wrong type, timeouts that do what they say, and the README's quick start run as pasted
+-- against a freshly started local emulator.
+local issuing = require "pagsmile.issuing"
+local core = require "pagsmile.issuing.core"
+local launch = require "sandbox.launch"
+local helpers = require "helpers"
+
+local function base(over)
+  local o = {
+    app_id = "app", partner_id = "partner",
+    platform_public_key = helpers.keypair("platform").public_pem,
+    merchant_private_key = helpers.keypair("merchant").private_pem,
+    base_url = "http://127.0.0.1:1",
+  }
+  for k, v in pairs(over or {}) do
+    if v == helpers.NIL then o[k] = nil else o[k] = v end
+  end
+  return o
+end
+
+local function refused(over, field, pattern)
+  local client, err = issuing.new(base(over))
+  assert.is_nil(client)
+  assert.equal("config", err.kind)
+  assert.equal(field, err.field)
+  if pattern then assert.matches(pattern, err.message) end
+  return err
+end
+
+describe("issue 10 item 7: a setting of the wrong type #core", function()
+  it("app_id = 12345 says 'must be a string', not 'required'", function()
+    local err = refused({ app_id = 12345 }, "app_id", "must be a string")
+    assert.is_nil(err.message:find("required", 1, true))
+  end)
+
+  it("every setting given a value of the wrong type says what type it must be", function()
+    local wrong = {
+      app_id = 12345, partner_id = true, sub_partner_id = 7,
+      platform_public_key = 1, merchant_private_key = {},
+      platform_public_key_file = 2, merchant_private_key_file = false,
+      base_url = 443, timeout = "30", connect_timeout = "5", max_retries = "2",
+      utc_offset = 8, version = 2, transport = 1, ca_file = 1, proxy = {},
+      user_agent = 5, log = "print",
+    }
+    for name, value in pairs(wrong) do
+      local over = { [name] = value }
+      -- a key's _file form replaces the key itself
+      if name:find("_file$") then over[name:gsub("_file$", "")] = helpers.NIL end
+      local err = refused(over, name)
+      assert.matches("must be a", err.message, 1, true)
+      assert.is_nil(err.message:find("required", 1, true), name .. ": " .. err.message)
+    end
+  end)
+
+  it("a missing or blank app_id is still 'required'", function()
+    refused({ app_id = helpers.NIL }, "app_id", "required")
+    refused({ app_id = " " }, "app_id", "required")
+  end)
+end)
+
+describe("issue 10 item 4: key files #core", function()
+  local dir
+  lazy_setup(function() dir = helpers.tmpdir("keyfiles") end)
+  lazy_teardown(function() os.execute("rm -rf '" .. dir .. "'") end)
+
+  local function file(name, text)
+    local path = dir .. "/" .. name
+    helpers.write_file(path, text)
+    return path
+  end
+
+  it("platform_public_key_file and merchant_private_key_file are read at issuing.new", function()
+    local client = assert(issuing.new(base {
+      platform_public_key = helpers.NIL, merchant_private_key = helpers.NIL,
+      platform_public_key_file = file("platform_public.pem", helpers.keypair("platform").public_pem),
+      merchant_private_key_file = file("merchant_private.pem", helpers.keypair("merchant").private_pem),
+    }))
+    client:close()
+  end)
+
+  it("an unreadable key file is a config error naming the setting", function()
+    refused({ platform_public_key = helpers.NIL, platform_public_key_file = dir .. "/nope.pem" },
+      "platform_public_key_file", "cannot be read")
+    refused({ merchant_private_key = helpers.NIL, merchant_private_key_file = dir },
+      "merchant_private_key_file", "cannot be read")
+  end)
+
+  it("a key file with the wrong key names the setting and never echoes the contents", function()
+    local pem = helpers.keypair("merchant").private_pem
+    local err = refused({ platform_public_key = helpers.NIL,
+                          platform_public_key_file = file("swapped.pem", pem) },
+      "platform_public_key_file", "private key")
+    assert.is_nil(tostring(err):find(helpers.pem_body(pem):sub(40, 70), 1, true))
+    err = refused({ merchant_private_key = helpers.NIL,
+                    merchant_private_key_file = file("garbage.key", "not a key at all\n") },
+      "merchant_private_key_file")
+    assert.is_nil(tostring(err):find("not a key at all", 1, true))
+  end)
+
+  it("key contents given as a _file setting are not echoed as a file name", function()
+    local pem = helpers.keypair("merchant").private_pem
+    local err = refused({ merchant_private_key = helpers.NIL, merchant_private_key_file = pem },
+      "merchant_private_key_file", "use merchant_private_key")
+    assert.is_nil(tostring(err):find(helpers.pem_body(pem):sub(40, 70), 1, true))
+  end)
+
+  it("a key and its _file together are refused", function()
+    refused({ platform_public_key_file = file("p.pem", helpers.keypair("platform").public_pem) },
+      "platform_public_key_file", "not both")
+  end)
+
+  it("a key setting that looks like a file path says to use the _file setting", function()
+    for _, path in ipairs { "/etc/pagsmile/platform_public.pem", "./platform.pem",
+                            "~/keys/platform", "keys/platform_public.pem", "platform.key" } do
+      refused({ platform_public_key = path }, "platform_public_key",
+        "looks like a file path: use platform_public_key_file")
+    end
+    refused({ merchant_private_key = "merchant_private.pem" }, "merchant_private_key",
+      "looks like a file path: use merchant_private_key_file")
+  end)
+
+  it("with neither the key nor its file, both are named", function()
+    refused({ platform_public_key = helpers.NIL }, "platform_public_key",
+      "required.*platform_public_key_file")
+  end)
+end)
+
+describe("issue 10 item 5: timeouts #core", function()
+  it("timeout = 2 alone is no config error: connect_timeout defaults to at most timeout", function()
+    local client = assert(issuing.new(base { timeout = 2 }))
+    assert.equal(2, client.o.connect_timeout)
+    client:close()
+    client = assert(issuing.new(base { timeout = 10 }))
+    assert.equal(5, client.o.connect_timeout)
+    client:close()
+  end)
+
+  it("an explicit connect_timeout above timeout is still refused", function()
+    refused({ timeout = 2, connect_timeout = 3 }, "connect_timeout", "must not exceed timeout")
+  end)
+end)
+
+describe("issue 10 item 5: waiting", function()
+  local sb, client
+
+  lazy_setup(function() sb, client = helpers.start_client() end)
+  lazy_teardown(function() helpers.stop_client(sb, client) end)
+
+  it("apply_card_and_wait(biz, {timeout = 2}) polls until the deadline, at least once", function()
+    local biz = helpers.biz()
+    sb:pending(biz.order_no, 1000)
+    local t0 = core.monotime()
+    local card, err = client:apply_card_and_wait(biz, { timeout = 2 })
+    local elapsed = core.monotime() - t0
+    assert.is_nil(card)
+    assert.equal("timeout", err.kind)
+    assert.equal("processing", err.card.status)
+    assert.is_true(sb:orders()[biz.order_no].queries >= 1)
+    -- it waited out its deadline (not 0.01 s), and not much past it
+    assert.is_true(elapsed >= 1.8 and elapsed < 4, ("took %.2f s"):format(elapsed))
+  end)
+
+  it("the last pause shrinks to fit: a long interval still ends in a query", function()
+    local biz = helpers.biz()
+    sb:pending(biz.order_no, 2) -- its second query completes it
+    local card = assert(client:apply_card_and_wait(biz, { timeout = 3, interval = 10 }))
+    assert.is_true(card.completed)
+    assert.equal(2, sb:orders()[biz.order_no].queries)
+  end)
+
+  it("a misspelt wait option is a config error, and nothing is sent", function()
+    for _, wait in ipairs { { timout = 2 }, { on_updte = print }, { interval = 1, [1] = 2 } } do
+      local biz = helpers.biz()
+      local card, err = client:apply_card_and_wait(biz, wait)
+      assert.is_nil(card)
+      assert.equal("config", err.kind)
+      assert.matches("is not an option of apply_card_and_wait", err.message)
+      assert.is_nil(sb:orders()[biz.order_no])
+    end
+    local _, err = client:apply_card_and_wait(helpers.biz(), { timout = 2 })
+    assert.equal("timout", err.field)
+  end)
+
+  it("a wait option of the wrong value is a config error too", function()
+    for _, wait in ipairs { { timeout = -1 }, { interval = "2" }, { on_update = true } } do
+      local card, err = client:apply_card_and_wait(helpers.biz(), wait)
+      assert.is_nil(card)
+      assert.equal("config", err.kind)
+    end
+  end)
+
+  it("wait_apply_result follows an order that already exists, without applying again", function()
+    local biz = helpers.biz()
+    sb:pending(biz.order_no, 3)
+    local card = assert(client:apply_card(biz))
+    assert.is_false(card.completed)
+    local seen = {}
+    card = assert(client:wait_apply_result(biz.order_no, {
+      timeout = 20, interval = 0.05, on_update = function(c) seen[#seen + 1] = c.status end,
+    }))
+    assert.is_true(card.completed)
+    assert.same({ "processing", "processing", "completed" }, seen)
+    local order = sb:orders()[biz.order_no]
+    assert.equal(1, order.applies)
+    assert.equal(3, order.queries)
+  end)
+
+  it("wait_apply_result of a completed order queries once", function()
+    local biz = helpers.biz()
+    assert(client:apply_card(biz))
+    local card = assert(client:wait_apply_result(biz.order_no))
+    assert.is_true(card.completed)
+    assert.equal(1, sb:orders()[biz.order_no].queries)
+  end)
+
+  it("wait_apply_result of an unknown order returns the platform's refusal at once", function()
+    local t0 = core.monotime()
+    local card, err = client:wait_apply_result(helpers.order_no("NONE"), { timeout = 20 })
+    assert.is_nil(card)
+    assert.equal("api", err.kind)
+    assert.is_true(core.monotime() - t0 < 10)
+  end)
+
+  it("wait_apply_result times out with the last card, and checks its options", function()
+    local biz = helpers.biz()
+    sb:pending(biz.order_no, 1000)
+    assert(client:apply_card(biz))
+    local card, err = client:wait_apply_result(biz.order_no, { timeout = 0.5, interval = 0.1 })
+    assert.is_nil(card)
+    assert.equal("timeout", err.kind)
+    assert.equal("processing", err.card.status)
+    local _, cerr = client:wait_apply_result(biz.order_no, { intervall = 1 })
+    assert.equal("config", cerr.kind)
+    assert.matches("is not an option of wait_apply_result", cerr.message)
+    local _, verr = client:wait_apply_result("bad order no!")
+    assert.equal("validation", verr.kind)
+  end)
+end)
+
+-- The README's quick start, extracted and run verbatim by the interpreter running this spec,
+-- against a freshly started local emulator, with the environment `make sandbox` tells the
+-- user to set.
+describe("issue 10 item 4: the README quick start runs as pasted", function()
+  local MARKER = "<!-- quickstart"
+
+  local function quickstart()
+    local readme = assert(helpers.read_file("README.md"))
+    local at = assert(readme:find(MARKER, 1, true), "README.md has no quickstart marker")
+    local code = readme:match("```lua\n(.-)\n```", at)
+    assert(code, "no ```lua block after the quickstart marker")
+    return code, readme
+  end
+
+  -- The interpreter running this spec (busted's; the ASan build's under --asan).
+  local function interpreter()
+    local exe = helpers.sh("readlink /proc/$PPID/exe")
+    return (assert(exe:match("^(%S+)"), "cannot find the running interpreter"))
+  end
+
+  local sb, dir
+  lazy_setup(function()
+    sb = launch.start {}
+    dir = helpers.tmpdir("quickstart")
+  end)
+  lazy_teardown(function()
+    if sb then sb:stop() end
+    if dir then os.execute("rm -rf '" .. dir .. "'") end
+  end)
+
+  local function run()
+    local code = quickstart()
+    local file = dir .. "/quickstart.lua"
+    helpers.write_file(file, code .. "\n")
+    local cpath = assert(package.cpath:match("build/[^/;]+/%?%.so"), "no build/<runtime> on cpath")
+    local lpath = "lua/?.lua;lua/?/init.lua;;"
+    local env = {
+      "LUA_PATH='" .. lpath .. "'", "LUA_PATH_5_3='" .. lpath .. "'", "LUA_PATH_5_4='" .. lpath .. "'",
+      "LUA_CPATH='" .. cpath .. ";;'", "LUA_CPATH_5_3='" .. cpath .. ";;'",
+      "LUA_CPATH_5_4='" .. cpath .. ";;'",
+      "PAGSMILE_BASE_URL=" .. sb.url,
+      "PAGSMILE_APP_ID=" .. sb.app_id,
+      "PAGSMILE_PARTNER_ID=" .. sb.partner_id,
+      "PAGSMILE_PLATFORM_PUBLIC_KEY_FILE=" .. sb.keys_dir .. "/platform_public.pem",
+      "PAGSMILE_MERCHANT_PRIVATE_KEY_FILE=" .. sb.keys_dir .. "/merchant_private.pem",
+    }
+    -- Nothing else of this process's environment, but what the ASan interpreter needs.
+    for _, name in ipairs { "PATH", "ASAN_OPTIONS", "UBSAN_OPTIONS" } do
+      local v = os.getenv(name)
+      if v then env[#env + 1] = name .. "='" .. v .. "'" end
+    end
+    local p = io.popen("env -i " .. table.concat(env, " ") .. " " .. interpreter() .. " "
+                       .. file .. " 2>&1; echo \"::$?\"")
+    local out = p:read("*a")
+    p:close()
+    local body, rc = out:match("^(.-)::(%d+)%s*$")
+    return body, tonumber(rc)
+  end
+
+  it("the quick start is marked, and uses the local emulator's names", function()
+    local code, readme = quickstart()
+    assert.matches("PAGSMILE_BASE_URL", code, 1, true)
+    assert.matches("platform_public_key_file", code, 1, true)
+    assert.matches("wait_apply_result", code, 1, true)
+    assert.is_nil(code:find("read(", 1, true))
+    assert.matches("PAGSMILE_APP_ID=" .. launch.APP_ID, readme, 1, true)
+    assert.matches("PAGSMILE_PARTNER_ID=" .. launch.PARTNER_ID, readme, 1, true)
+  end)
+
+  it("issues a card, verbatim", function()
+    local out, rc = run()
+    assert.equal(0, rc, out)
+    assert.matches("completed", out)
+    local orders = sb:orders()
+    local n = 0
+    for _ in pairs(orders) do n = n + 1 end
+    assert.equal(1, n)
+  end)
+
+  it("follows an order the emulator keeps processing, with wait_apply_result", function()
+    assert(sb:settings { pending_polls = 2 })
+    local out, rc = run()
+    assert(sb:settings { pending_polls = 0 })
+    assert.equal(0, rc, out)
+    assert.matches("processing", out)
+    assert.matches("completed", out)
+    for _, o in pairs(sb:orders()) do assert.equal(1, o.applies) end
+  end)
+end)
