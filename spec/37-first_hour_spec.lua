@@ -307,7 +307,9 @@ describe("issue 10 item 4: the README quick start runs as pasted", function()
     assert.matches("PAGSMILE_PARTNER_ID=" .. launch.PARTNER_ID, readme, 1, true)
   end)
 
+  -- Each run starts from an empty order book (the quick start's order_no is per second).
   it("issues a card, verbatim", function()
+    assert(sb:reset())
     local out, rc = run()
     assert.equal(0, rc, out)
     assert.matches("completed", out)
@@ -318,6 +320,7 @@ describe("issue 10 item 4: the README quick start runs as pasted", function()
   end)
 
   it("follows an order the emulator keeps processing, with wait_apply_result", function()
+    assert(sb:reset())
     assert(sb:settings { pending_polls = 2 })
     local out, rc = run()
     assert(sb:settings { pending_polls = 0 })
