@@ -3,7 +3,8 @@
 --   lua examples/apply_card.lua            apply once (apply_card)
 --   lua examples/apply_card.lua --wait     apply and follow the order until it completes
 --
--- Settings come from the environment (`make demo` sets them for the local sandbox):
+-- Settings come from the environment (`make demo` sets them for the local emulator; the
+-- README's "A complete example" says how to set them after `make sandbox`):
 --   PAGSMILE_BASE_URL, PAGSMILE_APP_ID, PAGSMILE_PARTNER_ID,
 --   PAGSMILE_PLATFORM_PUBLIC_KEY_FILE, PAGSMILE_MERCHANT_PRIVATE_KEY_FILE,
 --   PAGSMILE_CA_FILE (optional), PAGSMILE_ORDER_NO (optional)
@@ -18,21 +19,18 @@ local function setting(name)
   return v
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local client = assert(issuing.new {
+local client, cerr = issuing.new {
   base_url = setting("PAGSMILE_BASE_URL"),
   app_id = setting("PAGSMILE_APP_ID"),
   partner_id = setting("PAGSMILE_PARTNER_ID"),
-  platform_public_key = read(setting("PAGSMILE_PLATFORM_PUBLIC_KEY_FILE")),
-  merchant_private_key = read(setting("PAGSMILE_MERCHANT_PRIVATE_KEY_FILE")),
+  platform_public_key_file = setting("PAGSMILE_PLATFORM_PUBLIC_KEY_FILE"),
+  merchant_private_key_file = setting("PAGSMILE_MERCHANT_PRIVATE_KEY_FILE"),
   ca_file = os.getenv("PAGSMILE_CA_FILE"),
-})
+}
+if not client then
+  io.stderr:write(tostring(cerr), "\n")
+  os.exit(2)
+end
 
 -- order_no is the idempotency key of the order: keep it with your own record of the order
 -- before calling, so that a crash or a lost answer can be settled with query_apply_result.

@@ -4,7 +4,7 @@ package.cpath = "build/5.4/?.so;" .. package.cpath
 local launch = require "sandbox.launch"
 
 local sb = launch.start {}
-print(("local sandbox: %s (an emulator of the Pagsmile platform, throwaway keys in %s)")
+print(("local emulator: %s (a stand-in for the Pagsmile platform, throwaway keys in %s)")
   :format(sb.url, sb.keys_dir))
 
 local env = table.concat({
@@ -28,15 +28,15 @@ local ok = run("a card for a new cardholder", "", "")
 if ok then
   local order_no = ("DEMO-PENDING-%d"):format(os.time())
   sb:pending(order_no, 3)
-  print("\n(the sandbox keeps order " .. order_no .. " processing for 3 queries)")
+  print("\n(the emulator keeps order " .. order_no .. " processing for 3 queries)")
   ok = run("a pending order followed to completion", "PAGSMILE_ORDER_NO=" .. order_no, "--wait")
   if ok then
     local orders = sb:orders()
     local o = orders[order_no]
-    print(("\nthe sandbox's order book: %s applied %d time(s), queried %d time(s), status %s")
+    print(("\nthe emulator's order book: %s applied %d time(s), queried %d time(s), status %s")
       :format(order_no, o.applies, o.queries, tostring(o.order_status)))
   end
 end
 sb:stop()
-print(ok and "\ndemo finished: the sandbox is stopped." or "\ndemo FAILED")
+print(ok and "\ndemo finished: the emulator is stopped." or "\ndemo FAILED")
 os.exit(ok and 0 or 1)
