@@ -182,11 +182,10 @@ describe("issue 10 item 5: waiting", function()
     assert.equal("timout", err.field)
   end)
 
-  it("a wait option of the wrong value is a config error too", function()
+  it("a wait option of the wrong value raises, as a programming error (spec 06)", function()
     for _, wait in ipairs { { timeout = -1 }, { interval = "2" }, { on_update = true } } do
-      local card, err = client:apply_card_and_wait(helpers.biz(), wait)
-      assert.is_nil(card)
-      assert.equal("config", err.kind)
+      assert.has_error(function() client:apply_card_and_wait(helpers.biz(), wait) end)
+      assert.has_error(function() client:wait_apply_result("ORD-1", wait) end)
     end
   end)
 

@@ -336,14 +336,15 @@ local function positive_seconds(v)
 end
 
 -- The options of apply_card_and_wait and wait_apply_result. As with issuing.new's settings,
--- a misspelt or malformed one is a `config` error naming it, not silently ignored (issue 10
--- item 5): `{timout = 2}` would otherwise wait the default 60 s.
+-- a misspelt one is a `config` error naming it, not silently ignored (issue 10 item 5):
+-- `{timout = 2}` would otherwise wait the default 60 s. A bad value is a programming error
+-- and raises, as before.
 local WAIT_OPTIONS = { timeout = true, interval = true, on_update = true }
 
 local function check_wait(wait, call)
   if wait == nil then wait = {} end
   if type(wait) ~= "table" then
-    return nil, errors.config("wait", "the options of " .. call .. " must be a table or nil")
+    error("pagsmile.issuing: the options of " .. call .. " must be a table or nil", 3)
   end
   for k in pairs(wait) do
     if not WAIT_OPTIONS[k] then
@@ -354,13 +355,11 @@ local function check_wait(wait, call)
   local w = { timeout = wait.timeout or 60, interval = wait.interval or 2, on_update = wait.on_update }
   for _, name in ipairs { "timeout", "interval" } do
     if not positive_seconds(w[name]) then
-      return nil, errors.config(name, "must be a positive, finite number of seconds (an option of "
-        .. call .. ")")
+      error("pagsmile.issuing: wait." .. name .. " must be a positive, finite number of seconds", 3)
     end
   end
   if w.on_update ~= nil and type(w.on_update) ~= "function" then
-    return nil, errors.config("on_update", "must be a function(card) or nil (an option of "
-      .. call .. ")")
+    error("pagsmile.issuing: wait.on_update must be a function(card) or nil", 3)
   end
   return w
 end
