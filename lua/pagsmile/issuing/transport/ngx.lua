@@ -356,10 +356,8 @@ function Transport:request(req)
     if not sess then
       if serr == "timeout" then return fail("timeout", "timed out in the TLS handshake", false, sock) end
       -- as curl: a certificate that fails is a misconfiguration, and retrying cannot help
-      if certificate_failure(tostring(serr)) then
-        return fail("transport", "TLS certificate verification failed: " .. tostring(serr), false, sock, true)
-      end
-      return fail("transport", "TLS handshake failed: " .. tostring(serr), false, sock)
+      return fail("transport", "TLS handshake failed: " .. tostring(serr), false, sock,
+                  certificate_failure(tostring(serr)))
     end
   end
 
