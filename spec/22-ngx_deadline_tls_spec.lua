@@ -8,15 +8,20 @@ local socket = require "socket"
 local nginx = require "sandbox.nginx"
 local tls = require "sandbox.tls"
 
--- A transport of its own for each request, so no connection verified earlier is reused.
+-- A transport of its own for each request, so no connection verified earlier is reused;
+-- `n` requests in a row on it.
 local HANDLER = [[
   local t = require("pagsmile.issuing.transport.ngx").new()
-  local started = ngx.now()
-  local res, err = t:request{ url = ngx.unescape_uri(ngx.var.arg_url), body = "x",
-                              timeout = tonumber(ngx.var.arg_timeout) or 5,
-                              connect_timeout = tonumber(ngx.var.arg_connect_timeout) or 2 }
-  ngx.update_time()
-  ngx.header["X-Elapsed"] = ngx.now() - started
+  local res, err
+  local connects = 0
+  for _ = 1, tonumber(ngx.var.arg_n) or 1 do
+    res, err = t:request{ url = ngx.unescape_uri(ngx.var.arg_url), body = "x",
+                          timeout = tonumber(ngx.var.arg_timeout) or 5,
+                          connect_timeout = tonumber(ngx.var.arg_connect_timeout) or 2 }
+    if not res then break end
+    connects = connects + res.connects
+  end
+  ngx.header["X-Connects"] = connects
   if res then
     ngx.header["X-Status"] = res.status
     ngx.print(res.body)
@@ -36,8 +41,50 @@ local function tls_server(listen, cert)
     .. "ngx.print('sni=', ngx.var.ssl_server_name or '') } } }\n"
 end
 
+-- A DNS server in a process of its own (this one waits in the request meanwhile): answers an
+-- A query for "ok.test" with 127.0.0.1, ignores anything else, and stops by itself.
+local RESPONDER = [==[
+local socket = require "socket"
+local u = assert(socket.udp())
+assert(u:setsockname("127.0.0.1", 0))
+local _, port = u:getsockname()
+io.stdout:write(port, "\n")
+io.stdout:flush()
+u:settimeout(0.5)
+local stop = socket.gettime() + 300
+while socket.gettime() < stop do
+  local q, ip, p = u:receivefrom()
+  if q and #q > 12 then
+    local labels, i = {}, 13
+    while (q:byte(i) or 0) > 0 do
+      labels[#labels + 1] = q:sub(i + 1, i + q:byte(i))
+      i = i + q:byte(i) + 1
+    end
+    if table.concat(labels, ".") == "ok.test" and q:sub(i + 1, i + 2) == "\0\1" then
+      u:sendto(q:sub(1, 2) .. "\129\128\0\1\0\1\0\0\0\0" .. q:sub(13, i + 4)
+        .. "\192\12\0\1\0\1\0\0\0\60\0\4\127\0\0\1", ip, p)
+    end
+  end
+end
+]==]
+
+-- Starts RESPONDER; returns its pid and port.
+local function start_responder(dir)
+  nginx.write_file(dir .. "/dns.lua", RESPONDER)
+  local p = io.popen("lua5.1 '" .. dir .. "/dns.lua' > '" .. dir .. "/dns.port' 2>/dev/null & echo $!")
+  local pid = tonumber(p:read("*l"))
+  p:close()
+  local port
+  for _ = 1, 250 do
+    port = tonumber(nginx.read_file(dir .. "/dns.port") or "")
+    if port then break end
+    socket.sleep(0.02)
+  end
+  return pid, assert(port, "the DNS responder did not start")
+end
+
 describe("ngx transport: deadline and certificates (issue 9)", function()
-  local upstream, proxy, blackhole, ports
+  local upstream, proxy, blackhole, ports, responder_pid
 
   lazy_setup(function()
     -- free_port() hands back a port it released: keep them distinct
@@ -85,8 +132,10 @@ describe("ngx transport: deadline and certificates (issue 9)", function()
     proxy = nginx.start{
       name = "proxy",
       port = ports.proxy,
-      prepare = function(_, vars)
-        vars.ca, vars.dns_port = ca, tostring(ports.dns)
+      prepare = function(prefix, vars)
+        local dns_ok_port
+        responder_pid, dns_ok_port = start_responder(prefix)
+        vars.ca, vars.dns_port, vars.dns_ok_port = ca, tostring(ports.dns), tostring(dns_ok_port)
       end,
       http = [[
         resolver 127.0.0.1:${dns_port} ipv6=off;
@@ -101,6 +150,10 @@ describe("ngx transport: deadline and certificates (issue 9)", function()
           location /t_noca {
             content_by_lua_block { ]] .. HANDLER .. [[ }
           }
+          location /t_dns {
+            resolver 127.0.0.1:${dns_ok_port} ipv6=off;
+            content_by_lua_block { ]] .. HANDLER .. [[ }
+          }
         }
       ]],
     }
@@ -110,6 +163,7 @@ describe("ngx transport: deadline and certificates (issue 9)", function()
     if proxy then proxy.stop() end
     if upstream then upstream.stop() end
     if blackhole then blackhole:close() end
+    if responder_pid then os.execute("kill " .. responder_pid .. " 2>/dev/null") end
   end)
 
   -- Has the proxy fetch url; returns the proxy's status, headers, body and the seconds taken.
@@ -188,6 +242,14 @@ describe("ngx transport: deadline and certificates (issue 9)", function()
       assert.are.equal("false", h["x-sent"], got)
       assert.are.equal("true", h["x-retryable"], got)
     end
+  end)
+
+  it("issue 9 item 9: a name the resolver answers connects as before, then from the pool", function()
+    local code, h, got = call("http://ok.test:" .. ports.plain .. "/", "&n=3", "/t_dns")
+    assert.are.equal(200, code, got)
+    assert.are.equal("200", h["x-status"])
+    assert.are.equal("plain ok", got)
+    assert.are.equal("1", h["x-connects"])
   end)
 
   it("issue 9 item 9: the worker is fine after a lookup was abandoned", function()
