@@ -93,20 +93,19 @@ local function connect_within(sock, u, opts, seconds)
 end
 
 -- ngx_lua reports a certificate that fails verification as "<X509 code>: <reason>" or
--- "certificate host mismatch" (and request() adds two of its own); anything else is the
--- handshake itself failing. (resty.core can put a stale code before its own "handshake
--- failed", hence the first test.)
+-- "certificate host mismatch"; request() and certificate_has_ip add their own "certificate
+-- ..." reasons. Anything else is the handshake itself failing. (resty.core can put a stale
+-- code before its own "handshake failed", hence the first test.)
 local HANDSHAKE_ERRORS = { ["handshake failed"] = true, timeout = true, closed = true }
-local CERTIFICATE_ERRORS = { ["certificate host mismatch"] = true, ["certificate verify failed"] = true,
-                             ["certificate does not match the address"] = true }
 local function certificate_failure(serr)
   local code, reason = match(serr, "^(%d+): (.*)$")
   if HANDSHAKE_ERRORS[reason or serr] then return false end
-  return code ~= nil or CERTIFICATE_ERRORS[serr] == true
+  return code ~= nil or find(serr, "certificate", 1, true) ~= nil
 end
 
 -- Does the peer certificate of a verified TLS connection name this IP address? Checked
--- through OpenSSL: nginx's own check (X509_check_host) knows DNS names only.
+-- through OpenSSL: nginx's own check (X509_check_host) knows DNS names only. Returns true,
+-- or nil and why not.
 local ffi_ssl
 local function certificate_has_ip(sock, ip)
   if ffi_ssl == nil then
@@ -120,12 +119,14 @@ local function certificate_has_ip(sock, ip)
       if found then ffi_ssl = ffi end
     end
   end
-  if not ffi_ssl then return false end
+  local cannot = "cannot check the certificate against the address"
+  if not ffi_ssl then return nil, cannot .. " (no OpenSSL through FFI)" end
   -- On a connection already set up, sslhandshake only hands out its SSL_SESSION.
   local sess = sock:sslhandshake(nil, nil, false)
-  if type(sess) ~= "cdata" or sess == nil then return false end
+  if type(sess) ~= "cdata" or sess == nil then return nil, cannot end
   local cert = ffi_ssl.C.SSL_SESSION_get0_peer(sess)
-  return cert ~= nil and ffi_ssl.C.X509_check_ip_asc(cert, ip, 0) == 1
+  if cert ~= nil and ffi_ssl.C.X509_check_ip_asc(cert, ip, 0) == 1 then return true end
+  return nil, "certificate does not match the address"
 end
 
 -- A receive error after the request went out: the server may have acted on it.
@@ -350,8 +351,9 @@ function Transport:request(req)
     -- ngx_lua 0.10.23 reports success for a handshake that failed verification when it
     -- completed within the call; the socket is closed by then, which getreusedtimes reveals.
     if sess and not sock:getreusedtimes() then sess, serr = nil, "certificate verify failed" end
-    if sess and verify and u.ip and not certificate_has_ip(sock, u.host) then
-      sess, serr = nil, "certificate does not match the address"
+    if sess and verify and u.ip then
+      local match_ip, why = certificate_has_ip(sock, u.host)
+      if not match_ip then sess, serr = nil, why end
     end
     if not sess then
       if serr == "timeout" then return fail("timeout", "timed out in the TLS handshake", false, sock) end
