@@ -281,7 +281,14 @@ end
 local function read_head(r)
   while true do
     local line, err, msg = r:line()
-    if not line then return nil, err, msg end
+    if not line then
+      -- Bytes, then the close, and never a line: something answered, but not in HTTP (as
+      -- libcurl says too). A close with nothing at all stays a transport error.
+      if err == "closed" and #r.buf >= r.pos then
+        return nil, "protocol", "invalid HTTP answer: no HTTP status line"
+      end
+      return nil, err, msg
+    end
     local version, status, reason = match(line, "^HTTP/(1%.[01]) ([1-5]%d%d)(.*)$")
     if not version or (reason ~= "" and not find(reason, "^[ \t]")) then
       return nil, "protocol", "bad status line"
