@@ -3,6 +3,8 @@
 -- choice; change it here when the live service says otherwise.
 local api = {}
 
+local type, pairs, ipairs, tonumber, find = type, pairs, ipairs, tonumber, string.find
+
 api.SANDBOX_URL = "https://card-api-sandbox.pagsmile.com"
 
 api.PATH = {
@@ -35,11 +37,36 @@ api.ORDER_STATUS = { [3] = "processing", [5] = "completed" }
 -- §5 "long" fields of the answers (Java int64): decoded exactly by the core.
 api.LONG_FIELDS = { "card_id", "holder_id" }
 
+-- One type for a long id per runtime, one that prints as its digits: an integer where Lua
+-- has 64-bit integers (5.3+), a decimal string where it has only doubles (5.1, LuaJIT; a
+-- double beyond 10^14 prints as 1.2345678901235e+15, with tostring and with lua-cjson).
+local math_type, tointeger = math.type, math.tointeger
+local INTEGERS = math_type ~= nil and math.maxinteger > 2 ^ 53
+local format, floor = string.format, math.floor
+
+local function long_id(v)
+  if type(v) == "number" then
+    if INTEGERS then return tointeger(v) or v end
+    -- The core decodes integers up to 2^53 as doubles (exact) and beyond as strings.
+    if v == floor(v) and v >= -2 ^ 53 and v <= 2 ^ 53 then
+      return v == 0 and "0" or format("%.0f", v)
+    end
+  elseif type(v) == "string" and INTEGERS then
+    -- Digits sent as a JSON string become the integer too; beyond int64 (the only strings
+    -- the core itself makes) they stay text, the one exact form.
+    return (find(v, "^%-?%d+$") and tointeger(tonumber(v))) or v
+  end
+  return v -- not an integer: the platform's value, untouched
+end
+
 -- The card table of DESIGN.md: every field of the answer, plus status, completed and the
--- request_id of the call that produced it.
+-- request_id of the call that produced it. Long ids have the runtime's one type (long_id).
 function api.card(data, request_id)
   local card = {}
   for k, v in pairs(data) do card[k] = v end
+  for _, k in ipairs(api.LONG_FIELDS) do
+    if card[k] ~= nil then card[k] = long_id(card[k]) end
+  end
   local n = tonumber(card.order_status)
   card.status = api.ORDER_STATUS[n] or "unknown"
   card.completed = card.status == "completed"
