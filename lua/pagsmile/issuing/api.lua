@@ -3,7 +3,7 @@
 -- choice; change it here when the live service says otherwise.
 local api = {}
 
-local type, pairs, ipairs, tonumber, find = type, pairs, ipairs, tonumber, string.find
+local type, pairs, ipairs, tonumber = type, pairs, ipairs, tonumber
 
 api.SANDBOX_URL = "https://card-api-sandbox.pagsmile.com"
 
@@ -37,26 +37,23 @@ api.ORDER_STATUS = { [3] = "processing", [5] = "completed" }
 -- §5 "long" fields of the answers (Java int64): decoded exactly by the core.
 api.LONG_FIELDS = { "card_id", "holder_id" }
 
--- One type for a long id per runtime, one that prints as its digits: an integer where Lua
--- has 64-bit integers (5.3+), a decimal string where it has only doubles (5.1, LuaJIT; a
--- double beyond 10^14 prints as 1.2345678901235e+15, with tostring and with lua-cjson).
-local math_type, tointeger = math.type, math.tointeger
-local INTEGERS = math_type ~= nil and math.maxinteger > 2 ^ 53
-local format, floor = string.format, math.floor
+-- One type for a long id on every runtime: its decimal digits as a string. A string prints
+-- as itself, survives lua-cjson (which writes every number with 14 significant digits, on
+-- 5.3+ too: 9007199254740993 would come out as 9.007199254741e+15, another card), and
+-- compares the same on 5.1, 5.3, 5.4 and LuaJIT. Pass it back as is: the schema takes
+-- decimal strings for long ids.
+local math_type, format, floor = math.type, string.format, math.floor
 
 local function long_id(v)
   if type(v) == "number" then
-    if INTEGERS then return tointeger(v) or v end
-    -- The core decodes integers up to 2^53 as doubles (exact) and beyond as strings.
+    if math_type and math_type(v) == "integer" then return format("%d", v) end
+    -- The core decodes integers up to 2^53 as exact doubles on 5.1/LuaJIT, and beyond as
+    -- strings.
     if v == floor(v) and v >= -2 ^ 53 and v <= 2 ^ 53 then
       return v == 0 and "0" or format("%.0f", v)
     end
-  elseif type(v) == "string" and INTEGERS then
-    -- Digits sent as a JSON string become the integer too; beyond int64 (the only strings
-    -- the core itself makes) they stay text, the one exact form.
-    return (find(v, "^%-?%d+$") and tointeger(tonumber(v))) or v
   end
-  return v -- not an integer: the platform's value, untouched
+  return v -- a string already, or not an integer: the platform's value, untouched
 end
 
 -- The card table of DESIGN.md: every field of the answer, plus status, completed and the
