@@ -295,7 +295,7 @@ local function misconfigured(err, setting)
   err.message = setting .. ": " .. (SAME_FAILURE[setting] or "the answers fail the same way")
     .. "; the outcome of the apply is unknown (it may have been processed): fix " .. setting
     .. ", then query order_no " .. tostring(err.order_no) .. "; applying again with it "
-    .. "cannot issue a second card"
+    .. "cannot issue a second card (the apply got: " .. err.message .. ")"
   return err
 end
 
@@ -371,7 +371,7 @@ function Client:_apply(clean, deadline)
         return card
       end
       if settling.repeated then
-        self:_log("unknown", path, order_no, attempt, { error = qerr.kind, setting = qerr.setting })
+        self:_log("unknown", path, order_no, attempt, { error = qerr.kind })
         return nil, misconfigured(ambiguous or err, qerr.setting)
       end
       if not (qerr.kind == "api" and api.ORDER_NOT_FOUND[qerr.sub_code]) then
