@@ -59,6 +59,22 @@ function Client:_done(...)
   return ...
 end
 
+-- The first line of every public method. `client.apply_card{…}` (a dot for the colon) would
+-- otherwise die inside the library on a nil field; say how to call it, at the caller's line.
+local function dot_call(method)
+  return "pagsmile.issuing: call it as client:" .. method .. "(...), with a colon (not client."
+    .. method .. "(...))"
+end
+
+local function check_self(self, method)
+  if getmetatable(self) ~= Client then error(dot_call(method), 3) end
+end
+
+local function check_open(self, method)
+  if getmetatable(self) ~= Client then error(dot_call(method), 3) end
+  if self.closed then error("pagsmile.issuing: the client is closed", 3) end
+end
+
 function Client:_check_open()
   if self.closed then error("pagsmile.issuing: the client is closed", 3) end
 end
@@ -109,6 +125,20 @@ function Client:_log(event, path, order_no, attempt, fields)
   pcall(log, e) -- a failing logger must not lose the card of a call that succeeded
 end
 
+-- core.open's words (src/crypto.c) for an answer that does not decrypt with our private key.
+local function undecryptable(message)
+  return message:find("with the merchant private key", 1, true) ~= nil
+    or message:find("wrong length for the key", 1, true) ~= nil
+end
+
+-- An answer that fails pointing at the same setting as the one before it (an HTTP 404 on
+-- base_url's path, an answer that does not decrypt with merchant_private_key, a certificate
+-- the trust store rejects) is a configuration mistake: asking again until the deadline cannot
+-- fix it (issue 10 item 6). One such answer alone may be a glitch; two in a row are not.
+local function repeated(err, before)
+  return err.setting ~= nil and before ~= nil and err.setting == before.setting
+end
+
 -- One HTTP attempt: seal, send, open. Returns data, request_id or nil, err.
 function Client:_exchange(path, biz, deadline, order_no, attempt)
   local t0 = now()
@@ -156,13 +186,23 @@ function Client:_exchange1(path, biz, deadline, order_no)
   ctx.http_status = res.status
   if res.status ~= 200 then
     ctx.sent, ctx.retryable = true, false
+    local hint = ""
+    if res.status == 404 then
+      ctx.setting, hint = "base_url", " (check base_url: is its path prefix right?)"
+    end
     return nil, errors.new("protocol", "HTTP status " .. tostring(res.status)
-      .. " where the API answers 200", ctx)
+      .. " where the API answers 200" .. hint, ctx)
   end
   local data, e = core.open(o.merchant_key, res.body, session)
   if not data then
     ctx.sent, ctx.retryable = true, false
-    return nil, errors.wrap(e, ctx)
+    e = errors.wrap(e, ctx)
+    if e.kind == "protocol" and undecryptable(e.message) then
+      e.setting = "merchant_private_key"
+      e.message = e.message .. " (check merchant_private_key: does the platform have its "
+        .. "public half?)"
+    end
+    return nil, e
   end
   return data, request_id
 end
@@ -189,9 +229,11 @@ local function read_retryable(err)
 end
 
 -- Query Apply Result with retries: up to max_retries, or, when `persist` is set (settling an
--- ambiguous apply, where giving up early leaves the caller not knowing), until the deadline.
-function Client:_query(order_no, deadline, persist)
-  local attempt = 0
+-- ambiguous apply, where giving up early leaves the caller not knowing), until the deadline;
+-- never past a failure that repeats the one before. `settle`, when settling an apply:
+-- { last = the apply's error }, and `repeated = true` is set on it when that is why it stopped.
+function Client:_query(order_no, deadline, persist, settle)
+  local attempt, last = 0, settle and settle.last
   while true do
     local data, rid = self:_exchange(api.PATH.query_apply_result, { order_no = order_no },
       deadline, order_no, attempt + 1)
@@ -204,10 +246,15 @@ function Client:_query(order_no, deadline, persist)
     end
     attempt = attempt + 1
     local pause = backoff(attempt)
+    if repeated(err, last) then
+      if settle then settle.repeated = true end
+      return nil, err
+    end
     if not read_retryable(err) or (attempt > self.o.max_retries and not persist)
        or now() + pause >= deadline then
       return nil, err
     end
+    last = err
     self:_log("retry", api.PATH.query_apply_result, order_no, attempt, { pause = pause, error = err.kind })
     sleep(pause)
   end
@@ -233,11 +280,30 @@ local function unknown_outcome(err, why)
   return err
 end
 
+-- What the same failure of the apply and of the query settling it says about the setting.
+-- The setting leads the message, so that tostring's 300 bytes keep it.
+local SAME_FAILURE = {
+  base_url = "the API answers HTTP 404 under it: is its path prefix right?",
+  merchant_private_key = "the answers do not decrypt with it: does the platform have its "
+    .. "public half?",
+}
+
+-- unknown_outcome, when the answers failed the same way twice in a row: stopped
+-- early (issue 10 item 6), and the apply may still have been processed (issue 9).
+local function misconfigured(err, setting)
+  err.outcome, err.sent, err.retryable, err.setting = "unknown", true, false, setting
+  err.message = setting .. ": " .. (SAME_FAILURE[setting] or "the answers fail the same way")
+    .. "; the outcome of the apply is unknown (it may have been processed): fix " .. setting
+    .. ", then query order_no " .. tostring(err.order_no) .. "; applying again with it "
+    .. "cannot issue a second card (the apply got: " .. err.message .. ")"
+  return err
+end
+
 -- Apply For a Card. Never issues two cards for one order_no: a request that may have reached
 -- the platform is never blindly repeated; its outcome is asked for with Query Apply Result,
 -- and only a definite "no such order" allows another apply.
 function Client:apply_card(biz_data)
-  self:_check_open()
+  check_open(self, "apply_card")
   local clean, verr = validate(schema.apply_card, biz_data)
   if not clean then return nil, verr end
   return self:_call(self._apply, clean, now() + self.o.timeout)
@@ -298,10 +364,15 @@ function Client:_apply(clean, deadline)
     end
     if settle then
       self:_log("resolve", path, order_no, attempt, { error = err.kind })
-      local card, qerr = self:_query(order_no, deadline, true)
+      local settling = { last = err }
+      local card, qerr = self:_query(order_no, deadline, true, settling)
       if card then
         self:_log("resolved", path, order_no, attempt, { status = card.status })
         return card
+      end
+      if settling.repeated then
+        self:_log("unknown", path, order_no, attempt, { error = qerr.kind })
+        return nil, misconfigured(ambiguous or err, qerr.setting)
       end
       if not (qerr.kind == "api" and api.ORDER_NOT_FOUND[qerr.sub_code]) then
         self:_log("unknown", path, order_no, attempt, { error = qerr.kind })
@@ -325,7 +396,7 @@ function Client:_apply(clean, deadline)
 end
 
 function Client:query_apply_result(order_no)
-  self:_check_open()
+  check_open(self, "query_apply_result")
   local clean, verr = validate(schema.query_apply_result, { order_no = order_no })
   if not clean then return nil, verr end
   return self:_call(self._query, clean.order_no, now() + self.o.timeout)
@@ -340,7 +411,7 @@ end
 -- passed. On timeout the error carries the last known card as err.card. wait.on_update(card),
 -- if given, sees every card the calls return (for progress logs).
 function Client:apply_card_and_wait(biz_data, wait)
-  self:_check_open()
+  check_open(self, "apply_card_and_wait")
   wait = wait or {}
   local timeout, interval = wait.timeout or 60, wait.interval or 2
   if not positive_seconds(timeout) then
@@ -386,7 +457,7 @@ end
 -- notification proves who sent it: a sealed biz_data is encrypted to the merchant's *public*
 -- key, which anyone may hold, and a plain one is plain. Act on confirm_notification's card.
 function Client:parse_notification(raw_body)
-  self:_check_open()
+  check_open(self, "parse_notification")
   if type(raw_body) ~= "string" then
     error("pagsmile.issuing: parse_notification expects the raw body as a string", 2)
   end
@@ -434,7 +505,7 @@ local CLAIMS = { "order_no", "order_status", "card_token", "card_pan", "card_id"
 -- does not parse, an invalid order_no, or an order the platform does not know
 -- (`unknown_order = true`).
 function Client:confirm_notification(raw_body)
-  self:_check_open()
+  check_open(self, "confirm_notification")
   if type(raw_body) ~= "string" then
     error("pagsmile.issuing: confirm_notification expects the raw body as a string", 2)
   end
@@ -477,6 +548,7 @@ end
 -- (issue 9 item 8): new calls are refused at once, the handles and keys are freed when the
 -- last call in flight ends.
 function Client:close()
+  check_self(self, "close")
   if self.closed then return end
   self.closed = true
   if self.busy == 0 then self:_free() end

@@ -314,7 +314,7 @@ end
 local SKIP = { host = true, ["content-length"] = true, connection = true,
                ["user-agent"] = true, ["transfer-encoding"] = true }
 
-function Transport:request(req)
+local function request(self, req)
   if self.closed then
     return nil, { kind = "transport", message = "transport is closed", sent = false, retryable = false }
   end
@@ -450,6 +450,25 @@ function Transport:request(req)
     connects = reused == 0 and 1 or 0,
     time = ngx.now() - started,
   }
+end
+
+-- Every failure says where the request went, and a certificate failure where nginx's trust
+-- comes from (issue 10 item 7).
+function Transport:request(req)
+  local res, err = request(self, req)
+  if res then return res end
+  local u = parse_url(req.url)
+  if u then
+    local host = find(u.host, ":", 1, true) and "[" .. u.host .. "]" or u.host
+    err.message = err.message .. ", talking to " .. host .. ":" .. u.port
+  end
+  if find(err.message, "^TLS handshake failed: ") and (find(err.message, "certificate", 1, true)
+     or find(err.message, "^TLS handshake failed: %d+: ")) then
+    err.setting = "lua_ssl_trusted_certificate"
+    err.message = err.message .. "; nginx checks certificates against lua_ssl_trusted_certificate"
+      .. " (the ca_file setting is libcurl's only)"
+  end
+  return nil, err
 end
 
 -- Pooled connections belong to the worker, not to this object: nothing to release but a flag.
