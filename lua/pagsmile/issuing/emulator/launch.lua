@@ -95,8 +95,9 @@ end
 
 local function stable_keys(dir)
   if dir:sub(1, 1) ~= "/" then dir = nginx.repo_root() .. "/" .. dir end
-  if not sh("mkdir -p " .. q(dir) .. " && chmod 700 " .. q(dir) .. " 2>/dev/null; test -d "
-            .. q(dir) .. " -a -w " .. q(dir)) then
+  -- A new directory is private; an existing one is the user's and keeps its mode.
+  if not sh("{ test -d " .. q(dir) .. " || mkdir -p -m 700 " .. q(dir) .. "; } 2>/dev/null && test -w "
+            .. q(dir)) then
     error("cannot use " .. dir .. " as the keys directory (not a writable directory)", 0)
   end
   local set = {}
