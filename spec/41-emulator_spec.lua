@@ -273,6 +273,27 @@ describe("issue 10 item 11: pending orders complete by time and fire the callbac
   end)
 end)
 
+describe("issue 10 item 11: finding the library for nginx's LuaJIT", function()
+  -- A luarocks tree's layout, made by hand; a Lua 5.4 process looks for the 5.1 build.
+  it("takes the Lua 5.1 build beside a 5.4 install, and says how to get one when it is absent", function()
+    local tree = helpers.tmpdir()
+    local function sh_ok(cmd, ...) assert.is_true(select(2, helpers.sh(cmd:format(...))), cmd) end
+    sh_ok("mkdir -p %s/share/lua/5.4/pagsmile/issuing %s/lib/lua/5.4/pagsmile/issuing", tree, tree)
+    sh_ok("cp -r lua/pagsmile/* %s/share/lua/5.4/pagsmile/", tree)
+    sh_ok("cp build/5.4/pagsmile/issuing/core.so %s/lib/lua/5.4/pagsmile/issuing/", tree)
+    local probe = ("cd / && LUA_PATH=%s LUA_CPATH=%s lua5.4 -e 'print(require(\"pagsmile.issuing.emulator.nginx\")"
+      .. ".library_dirs())'"):format(q(tree .. "/share/lua/5.4/?.lua;;"), q(tree .. "/lib/lua/5.4/?.so;;"))
+    local out = helpers.sh(probe)
+    assert.matches("^nil\tthe local emulator runs in nginx's LuaJIT and needs pagsmile%-issuing built for "
+                   .. "Lua 5%.1 too %(luarocks %-%-lua%-version=5%.1 install pagsmile%-issuing%)\n$", out)
+    sh_ok("mkdir -p %s/lib/lua/5.1/pagsmile/issuing", tree)
+    sh_ok("cp build/jit/pagsmile/issuing/core.so %s/lib/lua/5.1/pagsmile/issuing/", tree)
+    out = helpers.sh(probe)
+    assert.equal(tree .. "/share/lua/5.4\t" .. tree .. "/lib/lua/5.1\n", out)
+    os.execute("rm -rf " .. q(tree))
+  end)
+end)
+
 -- A user who installed the rock: plain `luarocks make` for Lua 5.1 (the build nginx's
 -- LuaJIT loads) into a temporary tree, then the installed command, from /, starts it.
 local version = _VERSION:match("^Lua (%d%.%d)$")

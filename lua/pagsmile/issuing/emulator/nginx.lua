@@ -93,12 +93,14 @@ function M.library_dirs()
   if not lua_file then return nil, "cannot find pagsmile/issuing.lua on package.path" end
   local lua_dir = absolute(lua_file:gsub("/?pagsmile/issuing%.lua$", ""))
   local candidates = {}
+  local own_abi = rawget(_G, "jit") or _VERSION == "Lua 5.1"
   for template in package.cpath:gmatch("[^;]+") do
-    local jit = template:gsub("build/[%w.]+/", "build/jit/")
-    local lua51 = template:gsub("/5%.%d/", "/5.1/")
-    candidates[#candidates + 1] = jit
-    candidates[#candidates + 1] = lua51
-    if rawget(_G, "jit") or _VERSION == "Lua 5.1" then candidates[#candidates + 1] = template end
+    -- a template that names no version is this runtime's own: only good for LuaJIT/5.1
+    local as_jit, n1 = template:gsub("build/[%w.]+/", "build/jit/")
+    local as_51, n2 = template:gsub("/5%.%d/", "/5.1/")
+    if n1 > 0 then candidates[#candidates + 1] = as_jit end
+    if n2 > 0 then candidates[#candidates + 1] = as_51 end
+    if own_abi and n1 + n2 == 0 then candidates[#candidates + 1] = template end
   end
   local core_file = search("pagsmile.issuing.core", table.concat(candidates, ";"))
   if not core_file then
@@ -108,11 +110,11 @@ function M.library_dirs()
   return lua_dir, absolute(core_file:gsub("/?pagsmile/issuing/core%.so$", ""))
 end
 
---- true if something listens on (or holds) 127.0.0.1:port.
+--- nil if this process could listen on 127.0.0.1:port now, else why not (luasocket's words).
 function M.port_taken(port)
-  local s = socket.bind("127.0.0.1", port)
-  if s then s:close() return false end
-  return true
+  local s, err = socket.bind("127.0.0.1", port)
+  if s then s:close() return nil end
+  return err or "cannot bind"
 end
 
 -- A port nobody listens on right now (the kernel's choice).
@@ -190,9 +192,12 @@ function M.start(opts)
   if missing then error(missing, 0) end
   local lua_dir, core_dir = M.library_dirs()
   if not lua_dir then error(core_dir, 0) end
-  if opts.port and M.port_taken(opts.port) then
+  local taken = opts.port and M.port_taken(opts.port)
+  if taken and taken:find("in use", 1, true) then
     error("port " .. opts.port .. " on 127.0.0.1 is in use (choose another, e.g. --port "
           .. M.free_port() .. ")", 0)
+  elseif taken then
+    error("cannot listen on 127.0.0.1:" .. opts.port .. " (" .. taken .. ")", 0)
   end
   local port = opts.port or M.free_port()
   local prefix = M.tmpdir(opts.name or "nginx")
