@@ -39,7 +39,7 @@ test: deps build $(ASAN_BINS)
 	@tools/run-specs
 
 sandbox: deps build
-	@tools/sandbox
+	@tools/sandbox $(ARGS)
 
 lint:
 	luacheck lua spec examples sandbox bench fuzz tools/*.lua
