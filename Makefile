@@ -19,7 +19,8 @@ SAN_CC    ?= clang
 SANFLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 ASAN_BINS := build/asan/lua5.4 build/asan/pagsmile/issuing/core.so
 
-.PHONY: all build demo test sandbox bench lint valgrind asan fuzz fuzz-corpus deps rock clean
+.PHONY: all build demo test sandbox bench lint valgrind asan fuzz fuzz-corpus deps deps-demo deps-doc \
+        doc rock clean
 all: build
 build: $(CORES)
 
@@ -29,17 +30,31 @@ build/%/pagsmile/issuing/core.so: $(SRCS) $(HDRS)
 	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(OPTFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -shared \
 	  -I$(lua_inc_$*) $(DEPFLAGS) $(CFLAGS) -o $@ $(SRCS) $(DEPLIBS) $(LDFLAGS)
 
-deps:
-	@tools/deps
+# Three package lists (tools/deps): the demo and the sandbox need only Lua 5.4, nginx and
+# the build tools, so they build only the 5.4 core; `make test` and the rest need them all.
+DEMO_CORE := build/5.4/pagsmile/issuing/core.so
 
-demo: deps build
+deps:
+	@tools/deps test
+
+deps-demo:
+	@tools/deps demo
+
+deps-doc:
+	@tools/deps doc
+
+demo: deps-demo $(DEMO_CORE)
 	@tools/demo
 
 test: deps build $(ASAN_BINS)
 	@tools/run-specs
 
-sandbox: deps build
+sandbox: deps-demo $(DEMO_CORE)
 	@tools/sandbox
+
+# The API reference (LDoc, config.ld): build/doc/index.html.
+doc: deps-doc
+	ldoc -q .
 
 lint:
 	luacheck lua spec examples sandbox bench fuzz tools/*.lua
