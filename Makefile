@@ -30,9 +30,10 @@ build/%/pagsmile/issuing/core.so: $(SRCS) $(HDRS)
 	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(OPTFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -shared \
 	  -I$(lua_inc_$*) $(DEPFLAGS) $(CFLAGS) -o $@ $(SRCS) $(DEPLIBS) $(LDFLAGS)
 
-# Three package lists (tools/deps): the demo and the sandbox need only Lua 5.4, nginx and
-# the build tools, so they build only the 5.4 core; `make test` and the rest need them all.
-DEMO_CORE := build/5.4/pagsmile/issuing/core.so
+# Three package lists (tools/deps): the demo and the sandbox need only Lua 5.4 (the client),
+# nginx's LuaJIT (the sandbox runs in it) and the build tools, so they build those two cores;
+# `make test` and the rest need every runtime.
+DEMO_CORES := build/5.4/pagsmile/issuing/core.so build/jit/pagsmile/issuing/core.so
 
 deps:
 	@tools/deps test
@@ -43,13 +44,13 @@ deps-demo:
 deps-doc:
 	@tools/deps doc
 
-demo: deps-demo $(DEMO_CORE)
+demo: deps-demo $(DEMO_CORES)
 	@tools/demo
 
 test: deps build $(ASAN_BINS)
 	@tools/run-specs
 
-sandbox: deps-demo $(DEMO_CORE)
+sandbox: deps-demo $(DEMO_CORES)
 	@tools/sandbox
 
 # The API reference (LDoc, config.ld): build/doc/index.html.
