@@ -299,9 +299,19 @@ local function misconfigured(err, setting)
   return err
 end
 
--- Apply For a Card. Never issues two cards for one order_no: a request that may have reached
+--- (LDoc: the client's methods join the pagsmile.issuing page; see config.ld.)
+-- @module pagsmile.issuing
+
+--- The client that @{new} makes. A call returns its result, or `nil` and an @{error}.
+-- @type Client
+
+--- Apply For a Card. Never issues two cards for one order_no: a request that may have reached
 -- the platform is never blindly repeated; its outcome is asked for with Query Apply Result,
 -- and only a definite "no such order" allows another apply.
+-- @tparam biz_data biz_data the order (SPEC.md §5), validated before anything is sent
+-- @treturn[1] card the card; `card.completed` may be false (still processing)
+-- @return[2] nil
+-- @treturn[2] error `err.outcome == "unknown"` when the apply may have created the order
 function Client:apply_card(biz_data)
   check_open(self, "apply_card")
   local clean, verr = validate(schema.apply_card, biz_data)
@@ -395,6 +405,12 @@ function Client:_apply(clean, deadline)
   end
 end
 
+--- Query Apply Result: the card of an existing order, retried up to `max_retries` on
+-- failures that are safe to repeat.
+-- @tparam string order_no the order's `order_no`
+-- @treturn[1] card
+-- @return[2] nil
+-- @treturn[2] error `sub_code == "order-not-found"` for an order the platform does not know
 function Client:query_apply_result(order_no)
   check_open(self, "query_apply_result")
   local clean, verr = validate(schema.query_apply_result, { order_no = order_no })
@@ -406,10 +422,15 @@ local function positive_seconds(v)
   return type(v) == "number" and v > 0 and v < math.huge -- NaN fails v > 0
 end
 
--- Applies, then follows a processing order with Query Apply Result every `interval` seconds
+--- Applies, then follows a processing order with Query Apply Result every `interval` seconds
 -- until it completes or `timeout` seconds (counted from the call, the apply included) have
 -- passed. On timeout the error carries the last known card as err.card. wait.on_update(card),
 -- if given, sees every card the calls return (for progress logs).
+-- @tparam biz_data biz_data as for @{Client:apply_card}
+-- @tparam[opt] wait wait `timeout`, `interval`, `on_update`
+-- @treturn[1] card a completed card
+-- @return[2] nil
+-- @treturn[2] error kind `"timeout"` with `err.card` when the order is still processing
 function Client:apply_card_and_wait(biz_data, wait)
   check_open(self, "apply_card_and_wait")
   wait = wait or {}
@@ -452,10 +473,14 @@ function Client:_apply_and_wait(clean, deadline, timeout, interval, on_update)
   return card
 end
 
--- The apply-card result callback (SPEC.md §7): raw request body in, card table out, with
--- notify_type, the notification's request_id, `sealed` and `confirmed = false`. Nothing in a
+--- The apply-card result callback (SPEC.md §7): raw request body in, card table out, with
+-- `notify_type`, the notification's `request_id`, `sealed` and `confirmed = false`. Nothing in a
 -- notification proves who sent it: a sealed biz_data is encrypted to the merchant's *public*
 -- key, which anyone may hold, and a plain one is plain. Act on confirm_notification's card.
+-- @tparam string raw_body the request body as received
+-- @treturn[1] card what the notification claims (`confirmed == false`)
+-- @return[2] nil
+-- @treturn[2] error kind `"protocol"`: not a notification for this merchant
 function Client:parse_notification(raw_body)
   check_open(self, "parse_notification")
   if type(raw_body) ~= "string" then
@@ -497,13 +522,17 @@ end
 -- The fields of a notification that are compared with the platform's card.
 local CLAIMS = { "order_no", "order_status", "card_token", "card_pan", "card_id", "holder_id" }
 
--- parse_notification, then the platform's own word on that order (Query Apply Result): the
+--- parse_notification, then the platform's own word on that order (Query Apply Result): the
 -- card to act on, with `confirmed = true`, notify_type, and `mismatch`, the sorted names of
 -- the fields the notification got wrong (nil when it agreed; the platform's card is the
 -- truth either way). Errors carry `retryable`: true when the query failed (the same
 -- notification may be confirmed later), false when there is nothing to act on: a body that
 -- does not parse, an invalid order_no, or an order the platform does not know
 -- (`unknown_order = true`).
+-- @tparam string raw_body the request body as received
+-- @treturn[1] card the platform's card (`confirmed == true`, `mismatch`)
+-- @return[2] nil
+-- @treturn[2] error `err.retryable`: answer 5xx and be notified again; `err.unknown_order`
 function Client:confirm_notification(raw_body)
   check_open(self, "confirm_notification")
   if type(raw_body) ~= "string" then
@@ -543,6 +572,7 @@ function Client:confirm_notification(raw_body)
   return card
 end
 
+--- Frees the HTTP handle and the keys; idempotent; `<close>` works on Lua 5.4.
 -- close() while a call is in flight (another coroutine or ngx.thread, or the call's own
 -- log/on_update) must not break that call after the platform may have issued its card
 -- (issue 9 item 8): new calls are refused at once, the handles and keys are freed when the
