@@ -19,7 +19,8 @@ SAN_CC    ?= clang
 SANFLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 ASAN_BINS := build/asan/lua5.4 build/asan/pagsmile/issuing/core.so
 
-.PHONY: all build demo test sandbox bench lint valgrind asan fuzz fuzz-corpus deps rock clean
+.PHONY: all build demo test sandbox bench lint valgrind asan fuzz fuzz-corpus deps deps-demo deps-doc \
+        doc rock clean
 all: build
 build: $(CORES)
 
@@ -29,20 +30,38 @@ build/%/pagsmile/issuing/core.so: $(SRCS) $(HDRS)
 	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L $(OPTFLAGS) $(WARNFLAGS) -fPIC -fvisibility=hidden -shared \
 	  -I$(lua_inc_$*) $(DEPFLAGS) $(CFLAGS) -o $@ $(SRCS) $(DEPLIBS) $(LDFLAGS)
 
-deps:
-	@tools/deps
+# Three package lists (tools/deps): the demo and the sandbox need only Lua 5.4 (the client),
+# nginx's LuaJIT (the sandbox runs in it) and the build tools, so they build those two cores;
+# `make test` and the rest need every runtime.
+DEMO_CORES := build/5.4/pagsmile/issuing/core.so build/jit/pagsmile/issuing/core.so
 
-demo: deps build
+deps:
+	@tools/deps test
+
+deps-demo:
+	@tools/deps demo
+
+deps-doc:
+	@tools/deps doc
+
+demo: deps-demo $(DEMO_CORES)
 	@tools/demo
 
 test: deps build $(ASAN_BINS)
 	@tools/run-specs
 
-sandbox: deps build
-	@tools/sandbox
+sandbox: deps-demo $(DEMO_CORES)
+	@tools/sandbox $(ARGS)
+
+# The API reference (LDoc, config.ld): build/doc/index.html. A warning (an unresolved
+# reference, a bad tag) fails it; spec/60-doc_spec.lua checks that nothing is missing.
+doc: deps-doc
+	@mkdir -p build
+	@ldoc --fatalwarnings . >build/ldoc.log 2>&1 || { cat build/ldoc.log; exit 1; }
+	@echo "API reference: build/doc/index.html"
 
 lint:
-	luacheck lua spec examples sandbox bench fuzz tools/*.lua
+	luacheck lua spec examples sandbox bench fuzz tools/*.lua bin/pagsmile-issuing
 
 bench: deps build
 	@tools/bench

@@ -30,7 +30,13 @@ build = {
     ["pagsmile.issuing.errors"] = "lua/pagsmile/issuing/errors.lua",
     ["pagsmile.issuing.options"] = "lua/pagsmile/issuing/options.lua",
     ["pagsmile.issuing.schema"] = "lua/pagsmile/issuing/schema.lua",
+    -- the local emulator (`pagsmile-issuing emulator`): it runs in nginx's LuaJIT, so it
+    -- needs this rock built for Lua 5.1 too; nginx, libnginx-mod-http-lua, lua-socket and
+    -- lua-argparse come from the system (not declared: luarocks would download them)
     ["pagsmile.issuing.sandbox"] = "lua/pagsmile/issuing/sandbox.lua",
+    ["pagsmile.issuing.emulator.launch"] = "lua/pagsmile/issuing/emulator/launch.lua",
+    ["pagsmile.issuing.emulator.nginx"] = "lua/pagsmile/issuing/emulator/nginx.lua",
+    ["pagsmile.issuing.emulator.tls"] = "lua/pagsmile/issuing/emulator/tls.lua",
     ["pagsmile.issuing.transport.curl"] = "lua/pagsmile/issuing/transport/curl.lua",
     ["pagsmile.issuing.transport.ngx"] = "lua/pagsmile/issuing/transport/ngx.lua",
     ["pagsmile.issuing.core"] = {
@@ -42,5 +48,8 @@ build = {
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
       libraries = { "curl", "ssl", "crypto" },
     },
+  },
+  install = {
+    bin = { ["pagsmile-issuing"] = "bin/pagsmile-issuing" },
   },
 }

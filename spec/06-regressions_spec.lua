@@ -169,9 +169,11 @@ describe("regressions #core", function()
       assert.equal("-9223372036854775808", tostring(core.json_decode("-9223372036854775808")))
     end)
 
-    it("an escaped NUL and duplicate keys decode; the last duplicate wins", function()
+    it("an escaped NUL decodes; duplicate keys are refused (issue 9 item 3)", function()
       assert.equal("\0", core.json_decode('"\\u0000"'))
-      assert.equal(2, core.json_decode('{"a":1,"a":2}').a)
+      local v, err = core.json_decode('{"a":1,"a":2}')
+      assert.is_nil(v)
+      assert.matches("duplicate key", err, 1, true)
     end)
   end)
 

@@ -10,7 +10,7 @@ if rawget(_G, "jit") or not version then return end
 describe("the rock #rock", function()
   it("installs with plain `luarocks make` on Lua " .. version .. " and loads", function()
     local dir = helpers.tmpdir()
-    local _, copied = helpers.sh(("cp -r rockspec lua src %q/"):format(dir))
+    local _, copied = helpers.sh(("cp -r rockspec lua src bin %q/"):format(dir))
     assert.is_true(copied)
     local log, built = helpers.sh(("cd %q && luarocks --lua-version=%s --tree=%q/tree make "
       .. "> build.log 2>&1 && cat build.log || { cat build.log; false; }"):format(dir, version, dir))

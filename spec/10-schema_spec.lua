@@ -528,7 +528,7 @@ describe("schema #core", function()
       for _, case in ipairs({
         { 42, "42" }, { "42", "42" }, { "9007199254740993", "9007199254740993" },
         { "9223372036854775807", "9223372036854775807" },
-        { "-9223372036854775808", "-9223372036854775808" }, { 2 ^ 53, "9007199254740992" },
+        { "-9223372036854775808", "-9223372036854775808" }, { 2 ^ 53 - 1, "9007199254740991" },
       }) do
         local clean, f, r = long_of(case[1])
         assert.is_table(clean, tostring(f) .. ": " .. tostring(r))
@@ -544,7 +544,10 @@ describe("schema #core", function()
       for _, value in ipairs({ "9223372036854775808", "-9223372036854775809",
                                "99999999999999999999", "10000000000000000000", "12a", "", "-",
                                "1.0", " 1", "+1", "0x10", "007",
-                               1.5, 2 ^ 54, true, {} }) do
+                               1.5, 2 ^ 54, true, {},
+                               -- issue 10 item 9: a double of 2^53 may be a rounded 2^53 + 1
+                               -- (lua-cjson decodes 9007199254740993 so): not an exact id
+                               2 ^ 53, -2 ^ 53 }) do
         local clean, f, r = long_of(value)
         assert.is_nil(clean)
         assert.equal("holder_id", f)
@@ -556,6 +559,91 @@ describe("schema #core", function()
       local long = core.long("9007199254740993")
       local clean = long_of(long)
       assert.equal("9007199254740993", tostring(clean.holder_id))
+    end)
+  end)
+
+  describe("every violation (issue 10 item 10)", function()
+    local issuing = require "pagsmile.issuing"
+
+    -- A body with one mistake of each kind, in different objects.
+    local function messy()
+      local body = body_with("order_no", nil)
+      body.zeta = 1
+      body.card_type = 0
+      body.card_limit.single_amount = 5
+      body.holder.frist_name, body.holder.first_name = body.holder.first_name, nil
+      body.holder.email = "not-an-email"
+      body.holder.address.line = "short"
+      return body
+    end
+
+    it("issue 10 item 10: issuing.validate returns true for valid biz_data", function()
+      assert.same({ true }, { issuing.validate("apply_card", full_body()) })
+      assert.same({ true }, { issuing.validate("query_apply_result", { order_no = "A-1" }) })
+    end)
+
+    it("issue 10 item 10: issuing.validate lists every violation with field, rule, reason and message", function()
+      local body = messy()
+      local ok, list = issuing.validate("apply_card", body)
+      assert.is_nil(ok)
+      local got = {}
+      for i, v in ipairs(list) do
+        assert.equal(schema.describe_error(v.field, v.reason), v.message)
+        got[i] = { v.field, v.rule, v.reason }
+      end
+      assert.same({
+        { "zeta", "unknown", "is not a field of apply_card" },
+        { "order_no", "required", "is required" },
+        { "card_type", "range", "must be a positive integer" },
+        { "card_limit.single_amount", "type", "must be a string (decimal amount)" },
+        { "holder.frist_name", "unknown", 'is not a field of holder (did you mean "first_name"?)' },
+        { "holder.first_name", "required", "is required" },
+        { "holder.email", "format", "must be an email address" },
+        { "holder.address.line", "length", "must be 12 to 128 characters" },
+      }, got)
+      assert.same(messy(), body) -- biz_data is never modified
+      assert.is_nil(select(2, issuing.validate("apply_card", body))[7].message:find("not-an-email"))
+    end)
+
+    it("issue 10 item 10: the first of the list is the client's one error", function()
+      local bodies = { messy(), body_with("holder.birthday", "1990-02-30"), body_with("card_bin", "1"),
+        body_with("card_scheme", 2), body_with("holder.gender", 1.5), body_with("holder.id_no", "a\1b"),
+        body_with("holder_id", 42), body_with("holder", nil), { zeta = 1, alpha = 2 }, {} }
+      for _, body in ipairs(bodies) do
+        local _, field, reason = schema.validate(APPLY, body)
+        local _, list = schema.validate_all(APPLY, body)
+        assert.equal(field, list[1].field)
+        assert.equal(reason, list[1].reason)
+      end
+    end)
+
+    it("issue 10 item 10: each field of the list once, with its rule", function()
+      local _, list = schema.validate_all(APPLY, { zeta = 1, alpha = 2, card_type = "1",
+        card_bin = "1", card_scheme = 2, holder_id = "12a", holder = {} })
+      local got = {}
+      for i, v in ipairs(list) do got[i] = v.field .. " " .. v.rule end
+      assert.same({ "alpha unknown", "zeta unknown", "order_no required", "card_scheme const",
+        "card_type type", "card_bin enum", "holder_id type", "holder.mobile required",
+        "holder.first_name required", "holder.last_name required", "holder.id_no required",
+        "holder.id_type required", "holder.email required", "holder.birthday required",
+        "holder.nationality_code required", "holder.address required",
+        "holder_id exactly_one_of" }, got)
+    end)
+
+    it("issue 10 item 10: text and exactly-one rules", function()
+      local _, list = schema.validate_all(APPLY, body_with("card_remark", "a\1b"))
+      assert.same({ field = "card_remark", rule = "text", reason = "must not contain control characters",
+                    message = "card_remark: must not contain control characters" }, list[1])
+      _, list = schema.validate_all(APPLY, body_with("holder", nil))
+      assert.same({ "holder", "exactly_one_of" }, { list[1].field, list[1].rule })
+      assert.equal(1, #list)
+    end)
+
+    it("issue 10 item 10: an unknown endpoint or a biz_data that is no table is a caller's bug", function()
+      assert.has_error(function() issuing.validate("apply_cards", {}) end,
+        'pagsmile.issuing.validate: unknown endpoint "apply_cards" (apply_card, query_apply_result)')
+      assert.has_error(function() issuing.validate("apply_card", "{}") end,
+        "pagsmile.issuing.validate: biz_data must be a table")
     end)
   end)
 

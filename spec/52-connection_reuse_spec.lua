@@ -255,7 +255,10 @@ describe("ngx transport: connection reuse", function()
     assert.is_nil(err.message:find("10000", 1, true))
   end)
 
-  -- transport/ngx.lua reports it as "transport" (closed while reading the head); its fix
-  -- belongs to that file, outside this change.
-  pending("issue 10(c): ngx: an answer with no line end before the close is a protocol error")
+  it("issue 10(c): ngx: an answer with no line end before the close is a protocol error",
+     function()
+    local err = run("/nostatus")[1]
+    assert.equal("protocol", err.kind)
+    assert.matches("no HTTP status line", err.message, 1, true)
+  end)
 end)

@@ -125,8 +125,14 @@ local function read_json_object()
   return value
 end
 
+-- Long ids go out as decimal text, exact for any caller's JSON library. The library already
+-- gives them as strings on LuaJIT; a double (an id from elsewhere) is written digit by digit,
+-- since tostring would give 1.2345678901235e+15.
 local function id_string(v)
   if v == nil then return nil end
+  if type(v) == "number" and v == math.floor(v) and v >= -2 ^ 53 and v <= 2 ^ 53 then
+    return ("%.0f"):format(v)
+  end
   return tostring(v)
 end
 

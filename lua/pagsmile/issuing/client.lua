@@ -59,6 +59,22 @@ function Client:_done(...)
   return ...
 end
 
+-- The first line of every public method. `client.apply_card{…}` (a dot for the colon) would
+-- otherwise die inside the library on a nil field; say how to call it, at the caller's line.
+local function dot_call(method)
+  return "pagsmile.issuing: call it as client:" .. method .. "(...), with a colon (not client."
+    .. method .. "(...))"
+end
+
+local function check_self(self, method)
+  if getmetatable(self) ~= Client then error(dot_call(method), 3) end
+end
+
+local function check_open(self, method)
+  if getmetatable(self) ~= Client then error(dot_call(method), 3) end
+  if self.closed then error("pagsmile.issuing: the client is closed", 3) end
+end
+
 function Client:_check_open()
   if self.closed then error("pagsmile.issuing: the client is closed", 3) end
 end
@@ -109,6 +125,20 @@ function Client:_log(event, path, order_no, attempt, fields)
   pcall(log, e) -- a failing logger must not lose the card of a call that succeeded
 end
 
+-- core.open's words (src/crypto.c) for an answer that does not decrypt with our private key.
+local function undecryptable(message)
+  return message:find("with the merchant private key", 1, true) ~= nil
+    or message:find("wrong length for the key", 1, true) ~= nil
+end
+
+-- An answer that fails pointing at the same setting as the one before it (an HTTP 404 on
+-- base_url's path, an answer that does not decrypt with merchant_private_key, a certificate
+-- the trust store rejects) is a configuration mistake: asking again until the deadline cannot
+-- fix it (issue 10 item 6). One such answer alone may be a glitch; two in a row are not.
+local function repeated(err, before)
+  return err.setting ~= nil and before ~= nil and err.setting == before.setting
+end
+
 -- One HTTP attempt: seal, send, open. Returns data, request_id or nil, err.
 function Client:_exchange(path, biz, deadline, order_no, attempt)
   local t0 = now()
@@ -156,13 +186,23 @@ function Client:_exchange1(path, biz, deadline, order_no)
   ctx.http_status = res.status
   if res.status ~= 200 then
     ctx.sent, ctx.retryable = true, false
+    local hint = ""
+    if res.status == 404 then
+      ctx.setting, hint = "base_url", " (check base_url: is its path prefix right?)"
+    end
     return nil, errors.new("protocol", "HTTP status " .. tostring(res.status)
-      .. " where the API answers 200", ctx)
+      .. " where the API answers 200" .. hint, ctx)
   end
   local data, e = core.open(o.merchant_key, res.body, session)
   if not data then
     ctx.sent, ctx.retryable = true, false
-    return nil, errors.wrap(e, ctx)
+    e = errors.wrap(e, ctx)
+    if e.kind == "protocol" and undecryptable(e.message) then
+      e.setting = "merchant_private_key"
+      e.message = e.message .. " (check merchant_private_key: does the platform have its "
+        .. "public half?)"
+    end
+    return nil, e
   end
   return data, request_id
 end
@@ -189,9 +229,11 @@ local function read_retryable(err)
 end
 
 -- Query Apply Result with retries: up to max_retries, or, when `persist` is set (settling an
--- ambiguous apply, where giving up early leaves the caller not knowing), until the deadline.
-function Client:_query(order_no, deadline, persist)
-  local attempt = 0
+-- ambiguous apply, where giving up early leaves the caller not knowing), until the deadline;
+-- never past a failure that repeats the one before. `settle`, when settling an apply:
+-- { last = the apply's error }, and `repeated = true` is set on it when that is why it stopped.
+function Client:_query(order_no, deadline, persist, settle)
+  local attempt, last = 0, settle and settle.last
   while true do
     local data, rid = self:_exchange(api.PATH.query_apply_result, { order_no = order_no },
       deadline, order_no, attempt + 1)
@@ -204,10 +246,15 @@ function Client:_query(order_no, deadline, persist)
     end
     attempt = attempt + 1
     local pause = backoff(attempt)
+    if repeated(err, last) then
+      if settle then settle.repeated = true end
+      return nil, err
+    end
     if not read_retryable(err) or (attempt > self.o.max_retries and not persist)
        or now() + pause >= deadline then
       return nil, err
     end
+    last = err
     self:_log("retry", api.PATH.query_apply_result, order_no, attempt, { pause = pause, error = err.kind })
     sleep(pause)
   end
@@ -233,11 +280,40 @@ local function unknown_outcome(err, why)
   return err
 end
 
--- Apply For a Card. Never issues two cards for one order_no: a request that may have reached
+-- What the same failure of the apply and of the query settling it says about the setting.
+-- The setting leads the message, so that tostring's 300 bytes keep it.
+local SAME_FAILURE = {
+  base_url = "the API answers HTTP 404 under it: is its path prefix right?",
+  merchant_private_key = "the answers do not decrypt with it: does the platform have its "
+    .. "public half?",
+}
+
+-- unknown_outcome, when the answers failed the same way twice in a row: stopped
+-- early (issue 10 item 6), and the apply may still have been processed (issue 9).
+local function misconfigured(err, setting)
+  err.outcome, err.sent, err.retryable, err.setting = "unknown", true, false, setting
+  err.message = setting .. ": " .. (SAME_FAILURE[setting] or "the answers fail the same way")
+    .. "; the outcome of the apply is unknown (it may have been processed): fix " .. setting
+    .. ", then query order_no " .. tostring(err.order_no) .. "; applying again with it "
+    .. "cannot issue a second card (the apply got: " .. err.message .. ")"
+  return err
+end
+
+--- (LDoc: the client's methods join the pagsmile.issuing page; see config.ld.)
+-- @module pagsmile.issuing
+
+--- The client that @{new} makes. A call returns its result, or `nil` and an @{error}.
+-- @type Client
+
+--- Apply For a Card. Never issues two cards for one order_no: a request that may have reached
 -- the platform is never blindly repeated; its outcome is asked for with Query Apply Result,
 -- and only a definite "no such order" allows another apply.
+-- @tparam biz_data biz_data the order (SPEC.md §5), validated before anything is sent
+-- @treturn[1] card the card; `card.completed` may be false (still processing)
+-- @return[2] nil
+-- @treturn[2] error `err.outcome == "unknown"` when the apply may have created the order
 function Client:apply_card(biz_data)
-  self:_check_open()
+  check_open(self, "apply_card")
   local clean, verr = validate(schema.apply_card, biz_data)
   if not clean then return nil, verr end
   return self:_call(self._apply, clean, now() + self.o.timeout)
@@ -298,10 +374,15 @@ function Client:_apply(clean, deadline)
     end
     if settle then
       self:_log("resolve", path, order_no, attempt, { error = err.kind })
-      local card, qerr = self:_query(order_no, deadline, true)
+      local settling = { last = err }
+      local card, qerr = self:_query(order_no, deadline, true, settling)
       if card then
         self:_log("resolved", path, order_no, attempt, { status = card.status })
         return card
+      end
+      if settling.repeated then
+        self:_log("unknown", path, order_no, attempt, { error = qerr.kind })
+        return nil, misconfigured(ambiguous or err, qerr.setting)
       end
       if not (qerr.kind == "api" and api.ORDER_NOT_FOUND[qerr.sub_code]) then
         self:_log("unknown", path, order_no, attempt, { error = qerr.kind })
@@ -324,8 +405,14 @@ function Client:_apply(clean, deadline)
   end
 end
 
+--- Query Apply Result: the card of an existing order, retried up to `max_retries` on
+-- failures that are safe to repeat.
+-- @tparam string order_no the order's `order_no`
+-- @treturn[1] card
+-- @return[2] nil
+-- @treturn[2] error `sub_code == "order-not-found"` for an order the platform does not know
 function Client:query_apply_result(order_no)
-  self:_check_open()
+  check_open(self, "query_apply_result")
   local clean, verr = validate(schema.query_apply_result, { order_no = order_no })
   if not clean then return nil, verr end
   return self:_call(self._query, clean.order_no, now() + self.o.timeout)
@@ -364,12 +451,17 @@ local function check_wait(wait, call)
   return w
 end
 
--- Applies, then follows a processing order with Query Apply Result every `interval` seconds
+--- Applies, then follows a processing order with Query Apply Result every `interval` seconds
 -- until it completes or `timeout` seconds (counted from the call, the apply included) have
 -- passed. On timeout the error carries the last known card as err.card. wait.on_update(card),
 -- if given, sees every card the calls return (for progress logs).
+-- @tparam biz_data biz_data as for @{Client:apply_card}
+-- @tparam[opt] wait wait `timeout`, `interval`, `on_update`
+-- @treturn[1] card a completed card
+-- @return[2] nil
+-- @treturn[2] error kind `"timeout"` with `err.card` when the order is still processing
 function Client:apply_card_and_wait(biz_data, wait)
-  self:_check_open()
+  check_open(self, "apply_card_and_wait")
   local w, werr = check_wait(wait, "apply_card_and_wait")
   if not w then return nil, werr end
   local deadline = now() + w.timeout
@@ -386,13 +478,19 @@ function Client:_apply_and_wait(clean, deadline, w)
   return self:_follow(clean.order_no, card, deadline, w)
 end
 
--- Follows an order that already exists (the README's follow-up for an apply that came back
+--- Follows an order that already exists (the README's follow-up for an apply that came back
 -- processing, or one applied in an earlier run): Query Apply Result at once, then every
 -- `interval` seconds until it completes or `timeout` seconds pass. Same options and timeout
--- error as apply_card_and_wait; a definite refusal of the first query (no such order) is
--- returned at once.
+-- error as apply_card_and_wait; a definite refusal of a query before any card is known (no
+-- such order) is returned at once.
+-- @tparam string order_no the order to follow
+-- @tparam[opt] wait wait `timeout`, `interval`, `on_update`
+-- @treturn[1] card a completed card
+-- @return[2] nil
+-- @treturn[2] error kind `"timeout"` with `err.card` when the order is still processing, or
+-- the refusal of the query (e.g. kind `"api"`, sub_code `"order-not-found"`)
 function Client:wait_apply_result(order_no, wait)
-  self:_check_open()
+  check_open(self, "wait_apply_result")
   local w, werr = check_wait(wait, "wait_apply_result")
   if not w then return nil, werr end
   local deadline = now() + w.timeout
@@ -436,12 +534,16 @@ function Client:_follow(order_no, card, deadline, w)
   return card
 end
 
--- The apply-card result callback (SPEC.md §7): raw request body in, card table out, with
--- notify_type, the notification's request_id, `sealed` and `confirmed = false`. Nothing in a
+--- The apply-card result callback (SPEC.md §7): raw request body in, card table out, with
+-- `notify_type`, the notification's `request_id`, `sealed` and `confirmed = false`. Nothing in a
 -- notification proves who sent it: a sealed biz_data is encrypted to the merchant's *public*
 -- key, which anyone may hold, and a plain one is plain. Act on confirm_notification's card.
+-- @tparam string raw_body the request body as received
+-- @treturn[1] card what the notification claims (`confirmed == false`)
+-- @return[2] nil
+-- @treturn[2] error kind `"protocol"`: not a notification for this merchant
 function Client:parse_notification(raw_body)
-  self:_check_open()
+  check_open(self, "parse_notification")
   if type(raw_body) ~= "string" then
     error("pagsmile.issuing: parse_notification expects the raw body as a string", 2)
   end
@@ -481,15 +583,19 @@ end
 -- The fields of a notification that are compared with the platform's card.
 local CLAIMS = { "order_no", "order_status", "card_token", "card_pan", "card_id", "holder_id" }
 
--- parse_notification, then the platform's own word on that order (Query Apply Result): the
+--- parse_notification, then the platform's own word on that order (Query Apply Result): the
 -- card to act on, with `confirmed = true`, notify_type, and `mismatch`, the sorted names of
 -- the fields the notification got wrong (nil when it agreed; the platform's card is the
 -- truth either way). Errors carry `retryable`: true when the query failed (the same
 -- notification may be confirmed later), false when there is nothing to act on: a body that
 -- does not parse, an invalid order_no, or an order the platform does not know
 -- (`unknown_order = true`).
+-- @tparam string raw_body the request body as received
+-- @treturn[1] card the platform's card (`confirmed == true`, `mismatch`)
+-- @return[2] nil
+-- @treturn[2] error `err.retryable`: answer 5xx and be notified again; `err.unknown_order`
 function Client:confirm_notification(raw_body)
-  self:_check_open()
+  check_open(self, "confirm_notification")
   if type(raw_body) ~= "string" then
     error("pagsmile.issuing: confirm_notification expects the raw body as a string", 2)
   end
@@ -527,11 +633,13 @@ function Client:confirm_notification(raw_body)
   return card
 end
 
+--- Frees the HTTP handle and the keys; idempotent; `<close>` works on Lua 5.4.
 -- close() while a call is in flight (another coroutine or ngx.thread, or the call's own
 -- log/on_update) must not break that call after the platform may have issued its card
 -- (issue 9 item 8): new calls are refused at once, the handles and keys are freed when the
 -- last call in flight ends.
 function Client:close()
+  check_self(self, "close")
   if self.closed then return end
   self.closed = true
   if self.busy == 0 then self:_free() end

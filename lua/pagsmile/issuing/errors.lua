@@ -1,6 +1,8 @@
 -- Error objects (DESIGN.md "Errors"): plain tables with `kind` and `message`, printable with
 -- tostring(). Messages are built from allow-listed facts only (field names, codes, ids):
 -- never from bodies, keys, PANs or biz_data values.
+local api = require "pagsmile.issuing.api"
+
 local errors = {}
 
 local byte, find, format, gsub, sub = string.byte, string.find, string.format, string.gsub, string.sub
@@ -94,8 +96,11 @@ function errors.wrap(t, context)
   for k, v in pairs(context) do if e[k] == nil then e[k] = v end end
   if e.kind == "api" then
     -- The platform's own words stay in err.msg / err.sub_msg: they might echo what was
-    -- sent (a holder's name, an email), and messages carry no biz_data values.
-    e.message = "the platform refused the request"
+    -- sent (a holder's name, an email), and messages carry no biz_data values. What the
+    -- refusal means comes from api.lua's table instead (issue 10 item 7).
+    local setting, hint = api.refusal(e.code, e.sub_code)
+    e.setting = e.setting or setting
+    e.message = "the platform refused the request" .. (hint and (": " .. hint) or "")
       .. ((e.msg or e.sub_msg) and " (its words are in err.msg and err.sub_msg)" or "")
   else
     e.message = printable(e.message, MAX_MESSAGE)

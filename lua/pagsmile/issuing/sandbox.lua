@@ -1,8 +1,11 @@
 -- luacheck: globals ngx
--- The local sandbox: the platform's side of SPEC.md §2–§7, served by nginx + the Lua module.
---   init_by_lua:  require("pagsmile.issuing.sandbox").init{ app_id, partner_id, keys... }
---   /issuing/:    require("pagsmile.issuing.sandbox").handle()
---   /_sandbox/:   require("pagsmile.issuing.sandbox").control()   (plain JSON, for tests)
+-- The local emulator: the platform's side of SPEC.md §2–§7, served by nginx + the Lua module.
+-- `pagsmile-issuing emulator` starts it (pagsmile.issuing.emulator.launch); docs/SANDBOX.md
+-- documents it and its control API.
+--   init_by_lua:     require("pagsmile.issuing.sandbox").init{ app_id, partner_id, keys... }
+--   init_worker_by_lua: require("pagsmile.issuing.sandbox").init_worker()
+--   /issuing/:       require("pagsmile.issuing.sandbox").handle()
+--   /_sandbox/:      require("pagsmile.issuing.sandbox").control()   (plain JSON)
 -- State lives in a lua_shared_dict (default "pagsmile_sandbox"); the launcher runs one
 -- process, so a read-modify-write without a yield in between is atomic.
 -- Never logs bodies, keys or PANs; the sandbox never makes or stores a full PAN.
@@ -53,7 +56,8 @@ end
 
 --- Called from init_by_lua. Keys are given as PEM/base64 text or as *_file paths.
 -- config: app_id, partner_id, platform_private_key, merchant_public_key,
--- wrong_merchant_public_key (optional, for the wrong_key fault), dict (optional name).
+-- wrong_merchant_public_key (optional, for the wrong_key fault), dict (optional name),
+-- parent_pid and remove_on_orphan (optional: see init_worker).
 function M.init(config)
   local wrong = load_key(config, "wrong_merchant_public_key", core.public_key, false)
   if not wrong then
@@ -67,8 +71,37 @@ function M.init(config)
     platform_key = load_key(config, "platform_private_key", core.private_key, true),
     merchant_key = load_key(config, "merchant_public_key", core.public_key, true),
     wrong_key = wrong,
+    parent_pid = tonumber(config.parent_pid),
+    remove_on_orphan = config.remove_on_orphan,
   }
   return true
+end
+
+local function process_alive(pid)
+  local f = io.open("/proc/" .. pid .. "/status", "rb")
+  if not f then return false end
+  local status = f:read("*a")
+  f:close()
+  local state = status:match("State:%s*(%a)")
+  return state ~= nil and state ~= "Z"
+end
+
+--- Called from init_worker_by_lua. With parent_pid, the emulator outlives the command that
+-- started it by at most a second or two, whatever ended that command (Ctrl-C, kill, a closed
+-- terminal): it removes its temporary directory (throwaway keys, logs) and stops.
+function M.init_worker()
+  local pid = cfg.parent_pid
+  if not pid then return end
+  local ok, err = ngx.timer.every(1, function(premature)
+    if premature or process_alive(pid) then return end
+    ngx.log(ngx.NOTICE, "sandbox: the command that started the emulator is gone: stopping")
+    local dir = cfg.remove_on_orphan
+    if type(dir) == "string" and dir:match("^/[%w%-_./]+$") and not dir:find("..", 1, true) then
+      os.execute("rm -rf '" .. dir .. "'")
+    end
+    os.execute("kill -TERM " .. ngx.worker.pid())
+  end)
+  if not ok then ngx.log(ngx.ERR, "sandbox: cannot start the watchdog: ", err) end
 end
 
 -- Random hex and digits from the kernel, so tokens never repeat across restarts.
@@ -113,6 +146,18 @@ end
 local function settings()
   local s = get_json("settings")
   return type(s) == "table" and s or {}
+end
+
+-- The merchant public key answers and callbacks are sealed for: a registered one (control
+-- API or --merchant-public-key) or the one the emulator started with. Parsed once per change.
+local registered = {}
+local function merchant_key()
+  local text = dict():get("merchant_public_key")
+  if not text then return cfg.merchant_key end
+  if text ~= registered.text then
+    registered.key, registered.text = assert(core.public_key(text)), text
+  end
+  return registered.key
 end
 
 -- The next id as a decimal string: 2^53 + n, computed in two exact halves.
@@ -245,7 +290,7 @@ local function notification(order, plain, request_id)
     note.sign_type, note.biz_data = "", biz
   else
     note.sign_type = "RSA"
-    note.random_key, note.biz_data = core.seal(cfg.merchant_key, biz)
+    note.random_key, note.biz_data = core.seal(merchant_key(), biz)
   end
   return assert(core.json_encode(note))
 end
@@ -278,6 +323,27 @@ local function schedule_callback(order)
   if not ok then ngx.log(ngx.ERR, "sandbox: cannot schedule a callback: ", err) end
 end
 
+-- Completion by time: a timer per pending order with complete_at. The card_id tells this
+-- order from a later one with the same order_no (after a reset).
+local function complete_by_time(premature, order_no, card_id)
+  if premature then return end
+  local order = load_order(order_no)
+  if not order or order.card_id ~= card_id or order.order_status ~= PROCESSING then return end
+  complete(order)
+  save_order(order)
+  schedule_callback(order)
+end
+
+-- A processing order completes on its `polls`-th query (polls > 0), once complete_at has
+-- passed, or on any query when neither is set.
+local function due(order)
+  if order.order_status ~= PROCESSING then return false end
+  local polls = order.polls or 0
+  if polls > 0 and (order.queries or 0) >= polls then return true end
+  if order.complete_at then return ngx.now() >= order.complete_at end
+  return polls <= 0
+end
+
 -- Endpoints ----------------------------------------------------------------------------------
 
 local function apply(req, biz)
@@ -287,8 +353,11 @@ local function apply(req, biz)
   if attempts > 1 or load_order(order_no) then
     return envelope(BUSINESS, "duplicate-order-no", "order_no already exists")
   end
-  local polls = d:get("pending:" .. order_no)
-  if polls then d:delete("pending:" .. order_no) else polls = tonumber(settings().pending_polls) or 0 end
+  -- A per-order plan (control API) replaces the settings for that order.
+  local plan = get_json("pending:" .. order_no)
+  if plan then d:delete("pending:" .. order_no) else plan = settings() end
+  local polls = tonumber(plan.polls or plan.pending_polls) or 0
+  local after = tonumber(plan.complete_after) or 0
   local holder = biz.holder
   local order = {
     order_no = order_no,
@@ -304,22 +373,28 @@ local function apply(req, biz)
     card_remark = biz.card_remark,
     sub_partner_id = req.sub_partner_id or "",
     polls = polls, queries = 0,
+    complete_at = after > 0 and ngx.now() + after or nil,
   }
-  if polls <= 0 then complete(order) end
+  if polls <= 0 and after <= 0 then complete(order) end
   save_order(order)
-  if order.order_status == COMPLETED then schedule_callback(order) end
+  if order.order_status == COMPLETED then
+    schedule_callback(order)
+  elseif after > 0 then
+    local ok, err = ngx.timer.at(after, complete_by_time, order_no, order.card_id)
+    if not ok then ngx.log(ngx.ERR, "sandbox: cannot schedule a completion: ", err) end
+  end
   return nil, card_data(order, false)
 end
 
 -- A pending order answers "processing" to its first polls-1 queries; query number `polls`
--- completes it ("completes after N queries").
+-- completes it ("completes after N queries"); one with complete_at completes by time.
 local function query(_, biz)
   local order = load_order(biz.order_no)
   if not order then
     return envelope(BUSINESS, "order-not-found", "order does not exist")
   end
   order.queries = (order.queries or 0) + 1
-  local now_complete = order.order_status == PROCESSING and order.queries >= (order.polls or 0)
+  local now_complete = due(order)
   if now_complete then complete(order) end
   save_order(order)
   if now_complete then schedule_callback(order) end
@@ -372,7 +447,7 @@ end
 -- Entries for one order, with `times`, make a script: e.g. { reset_after on the apply,
 -- not_found on the query, refuse on the apply } answers the first apply, query and re-apply
 -- of that order that way, in turn.
--- settings.latency_ms delays every answer (after processing).
+-- settings.latency_ms delays every answer (after processing). docs/SANDBOX.md has the rest.
 local HTTP_FAULTS = { http_500 = 500, http_502 = 502, http_503 = 503 }
 local REASONS = { [500] = "Internal Server Error", [502] = "Bad Gateway", [503] = "Service Unavailable" }
 
@@ -447,7 +522,7 @@ local function business(path, fault)
     return json_answer(200, refused), fault
   end
   local answer = envelope(SUCCESS)
-  local key = kind == "wrong_key" and cfg.wrong_key or cfg.merchant_key
+  local key = kind == "wrong_key" and cfg.wrong_key or merchant_key()
   if kind == "bad_data" then
     if fault.data == "null" then answer.data = core.null
     elseif fault.data == "empty" then answer.data = ""
@@ -551,6 +626,7 @@ local function orders_view()
       v.applies = d:get("applies:" .. order_no) or 0
       v.queries = order.queries or 0
       v.polls = order.polls or 0
+      v.complete_at = order.complete_at
       v.sub_partner_id = order.sub_partner_id
       out[order_no] = v
     end
@@ -587,11 +663,16 @@ function M.control()
     return control_answer(200, orders_view())
   elseif method == "GET" and path == "/_sandbox/settings" then
     return control_answer(200, settings())
+  elseif method == "GET" and path == "/_sandbox/merchant-key" then
+    local text = d:get("merchant_public_key")
+    return control_answer(200, { registered = text ~= nil, public_key = text })
   elseif method == "POST" and path == "/_sandbox/reset" then
-    local seq = d:get("seq")
+    -- Ids keep counting, and a registered merchant key stays: it is setup, not state.
+    local seq, key = d:get("seq"), d:get("merchant_public_key")
     d:flush_all()
     d:flush_expired()
     if seq then d:set("seq", seq) end
+    if key then d:set("merchant_public_key", key) end
     return control_answer(200, { ok = true })
   end
   if method ~= "POST" then return control_answer(404, { error = "unknown control call" }) end
@@ -607,12 +688,38 @@ function M.control()
     set_json("settings", s)
     return control_answer(200, s)
   end
+  if path == "/_sandbox/merchant-key" then
+    local text = input.public_key
+    if text == false then
+      d:delete("merchant_public_key")
+      return control_answer(200, { registered = false })
+    end
+    if type(text) ~= "string" or not core.public_key(text) then
+      return control_answer(400, { error = "public_key must be an RSA public key (PEM or Base64)" })
+    end
+    d:set("merchant_public_key", text)
+    return control_answer(200, { registered = true })
+  end
   local order_no = path:match("^/_sandbox/orders/([^/]+)/pending$")
   if order_no then
-    local polls = tonumber(input.polls)
+    local polls, after = tonumber(input.polls or 0), tonumber(input.complete_after or 0)
     if not polls or polls < 0 then return control_answer(400, { error = "polls must be a number >= 0" }) end
-    d:set("pending:" .. ngx.unescape_uri(order_no), polls)
+    if not after or after < 0 then
+      return control_answer(400, { error = "complete_after must be a number of seconds >= 0" })
+    end
+    set_json("pending:" .. ngx.unescape_uri(order_no), { polls = polls, complete_after = after })
     return control_answer(200, { ok = true })
+  end
+  order_no = path:match("^/_sandbox/orders/([^/]+)/complete$")
+  if order_no then
+    local order = load_order(ngx.unescape_uri(order_no))
+    if not order then return control_answer(404, { error = "no such order" }) end
+    if order.order_status == PROCESSING then
+      complete(order)
+      save_order(order)
+      schedule_callback(order)
+    end
+    return control_answer(200, { ok = true, order_status = order.order_status })
   end
   return control_answer(404, { error = "unknown control call" })
 end

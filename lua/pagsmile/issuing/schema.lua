@@ -4,7 +4,8 @@
 -- client validates before anything is sent and the local sandbox validates what it receives,
 -- with this same module, so both give the same field path and reason for the same mistake.
 --
---   local clean, field, reason = schema.validate(schema.apply_card, biz_data)
+--   local clean, field, reason, rule = schema.validate(schema.apply_card, biz_data)
+--   local clean, violations = schema.validate_all(schema.apply_card, biz_data)
 --
 -- Reasons state the rule and never echo the offending value: it may be personal data.
 local core = require "pagsmile.issuing.core"
@@ -238,27 +239,38 @@ local function is_amount(s)
   return #s <= 12 and find(s, "^%d+$") ~= nil
 end
 
--- Field checks: check(field, value, length) -> true, clean value | false, reason --------------
+-- Field checks: check(field, value, length) -> true, clean value | false, reason, rule -------
 -- length is the character count, given for strings (already checked for UTF-8 and controls).
+-- rule names the kind of check that failed (README, "Validation"): type, length, format,
+-- range, enum, const.
 
 local check = {}
 
 function check.string(f, v, len)
-  if not len then return false, NOT_STRING end
-  if (f.min and len < f.min) or (f.max and len > f.max) then return false, f.length_reason end
-  if f.shape and not find(v, f.shape.pattern) then return false, f.shape.reason end
+  if not len then return false, NOT_STRING, "type" end
+  if (f.min and len < f.min) or (f.max and len > f.max) then
+    return false, f.length_reason, "length"
+  end
+  if f.shape and not find(v, f.shape.pattern) then return false, f.shape.reason, "format" end
   return true, v
 end
 
 function check.integer(f, v)
-  if not is_integral(v) then return false, NOT_INTEGER end
-  if f.min and v < f.min then return false, f.min_reason end
+  if not is_integral(v) then return false, NOT_INTEGER, "type" end
+  if f.min and v < f.min then return false, f.min_reason, "range" end
   return true, v
 end
 
 function check.boolean(_, v)
-  if type(v) ~= "boolean" then return false, NOT_BOOLEAN end
+  if type(v) ~= "boolean" then return false, NOT_BOOLEAN, "type" end
   return true, v
+end
+
+-- A double of magnitude 2^53 may be a rounded 2^53 + 1 (lua-cjson decodes 9007199254740993
+-- so), and then it is another cardholder's id: ids as doubles must stay below it.
+local function is_exact_id(v)
+  if math_type and math_type(v) == "integer" then return true end
+  return v == floor(v) and v > -MAX_EXACT and v < MAX_EXACT
 end
 
 function check.long(_, v)
@@ -268,42 +280,42 @@ function check.long(_, v)
     v = match(tostring(v), "^(%-?%d+)U?LL$")
     t = v and "string"
   end
-  if not ((t == "number" and is_integral(v)) or (t == "string" and is_int64_string(v))) then
-    return false, NOT_LONG
+  if not ((t == "number" and is_exact_id(v)) or (t == "string" and is_int64_string(v))) then
+    return false, NOT_LONG, "type"
   end
   local long = core.long
   if not long then error("pagsmile.issuing.core has no long(): rebuild the C module", 0) end
   local boxed = long(v)
-  if boxed == nil then return false, NOT_LONG end
+  if boxed == nil then return false, NOT_LONG, "type" end
   return true, boxed
 end
 
 function check.amount(_, v, len)
-  if not len then return false, AMOUNT_NOT_STRING end
-  if not is_amount(v) then return false, NOT_AMOUNT end
+  if not len then return false, AMOUNT_NOT_STRING, "type" end
+  if not is_amount(v) then return false, NOT_AMOUNT, "format" end
   return true, v
 end
 
 function check.date(_, v, len)
-  if not len then return false, NOT_STRING end
-  if not is_date(v) then return false, NOT_DATE end
+  if not len then return false, NOT_STRING, "type" end
+  if not is_date(v) then return false, NOT_DATE, "format" end
   return true, v
 end
 
 function check.country(_, v, len)
-  if not len then return false, NOT_STRING end
-  if not COUNTRIES[v] then return false, NOT_COUNTRY end
+  if not len then return false, NOT_STRING, "type" end
+  if not COUNTRIES[v] then return false, NOT_COUNTRY, "format" end
   return true, v
 end
 
 function check.enum(f, v, len)
-  if not len then return false, NOT_STRING end
-  if not f.allowed[v] then return false, f.enum_reason end
+  if not len then return false, NOT_STRING, "type" end
+  if not f.allowed[v] then return false, f.enum_reason, "enum" end
   return true, v
 end
 
 function check.const(f, v)
-  if v ~= f.value then return false, f.const_reason end
+  if v ~= f.value then return false, f.const_reason, "const" end
   return true, f.value
 end
 
@@ -342,13 +354,18 @@ local function key_label(k)
   return "[" .. type(k) .. "]"
 end
 
-local function unknown_field(obj, input)
+-- The unknown keys of input as messages show them, sorted.
+local function unknown_labels(obj, input)
   local unknown = {}
   for k in pairs(input) do
     if not obj.known[k] then unknown[#unknown + 1] = key_label(k) end
   end
   sort(unknown)
-  local label = unknown[1]
+  return unknown
+end
+
+-- Path and reason for one unknown key, with the closest field name as a suggestion.
+local function unknown_field(obj, label)
   local best, best_d = nil, 3
   for _, f in ipairs(obj.fields) do
     local d = edit_distance(label, f.name)
@@ -361,36 +378,74 @@ local function unknown_field(obj, input)
 end
 
 -- The walk ---------------------------------------------------------------------------------
+--
+-- One walk for both uses. With `all` nil it stops at the first violation and returns nil,
+-- path, reason, rule (the client's case: no strings built on success). With `all` a list it
+-- appends every violation to it, at most one per field, in the same order, so all[1] is
+-- always the error the first-error walk reports.
 
 local function absent(v)
   return v == nil or (NULL ~= nil and v == NULL)
 end
 
+-- OpenResty's lua-cjson has empty_array, a value that encodes as []; lua-cjson decodes [] and
+-- {} alike, as an empty table, so where an object is expected it stands for one with no
+-- members. Looked up on use: this module never loads cjson itself.
+local loaded = package.loaded
+local function is_empty_array(v)
+  if type(v) ~= "userdata" then return false end
+  for _, name in ipairs({ "cjson", "cjson.safe" }) do
+    local m = loaded[name]
+    if type(m) == "table" and m.empty_array ~= nil and v == m.empty_array then return true end
+  end
+  return false
+end
+
+local function add(all, field, reason, rule)
+  all[#all + 1] = { field = field, rule = rule, reason = reason,
+                    message = schema.describe_error(field, reason) }
+end
+
 local validate_object
 
-local function validate_field(f, v)
+-- true, clean value | false, path, reason, rule (path nil: already added to `all`)
+local function validate_field(f, v, all)
   if f.type == "object" then
-    if type(v) ~= "table" then return false, f.path, NOT_OBJECT end
-    local clean, field, reason = validate_object(f, v)
-    if not clean then return false, field, reason end
+    if is_empty_array(v) then v = {} end
+    if type(v) ~= "table" then return false, f.path, NOT_OBJECT, "type" end
+    local clean, field, reason, rule = validate_object(f, v, all)
+    if not clean then return false, field, reason, rule end
     return true, clean
   end
   local len
   if type(v) == "string" then
     local why
     len, why = text_length(v)
-    if not len then return false, f.path, why end
+    if not len then return false, f.path, why, "text" end
   end
-  local ok, r = check[f.type](f, v, len)
-  if not ok then return false, f.path, r end
+  local ok, r, rule = check[f.type](f, v, len)
+  if not ok then return false, f.path, r, rule end
   return true, r
 end
 
 -- Per object: unknown names first, then the fields in declared order, then cross-field rules.
-function validate_object(obj, input)
+function validate_object(obj, input, all)
   local known = obj.known
+  local failed = false
   for k in pairs(input) do
-    if not known[k] then return nil, unknown_field(obj, input) end
+    if not known[k] then
+      local labels = unknown_labels(obj, input)
+      if not all then
+        local path, reason = unknown_field(obj, labels[1])
+        return nil, path, reason, "unknown"
+      end
+      for _, label in ipairs(labels) do
+        local path, reason = unknown_field(obj, label)
+        add(all, path, reason, "unknown")
+      end
+      failed = true
+      break
+    end
   end
   local clean = {}
   local fields = obj.fields
@@ -398,30 +453,63 @@ function validate_object(obj, input)
     local f = fields[i]
     local v = input[f.name]
     if absent(v) then
-      if f.required then return nil, f.path, REQUIRED end
-      if f.default ~= nil then clean[f.name] = f.default end
+      if f.required then
+        if not all then return nil, f.path, REQUIRED, "required" end
+        add(all, f.path, REQUIRED, "required")
+        failed = true
+      elseif f.default ~= nil then
+        clean[f.name] = f.default
+      end
     else
-      local ok, r, reason = validate_field(f, v)
-      if not ok then return nil, r, reason end
-      clean[f.name] = r
+      local ok, r, reason, rule = validate_field(f, v, all)
+      if ok then
+        clean[f.name] = r
+      elseif not all then
+        return nil, r, reason, rule
+      else
+        if r then add(all, r, reason, rule) end
+        failed = true
+      end
     end
   end
   local pair = obj.exactly_one_of
   if pair then
-    local has_a, has_b = clean[pair[1]] ~= nil, clean[pair[2]] ~= nil
-    if has_a and has_b then return nil, obj.one_of_paths[1], obj.one_of_both end
-    if not has_a and not has_b then return nil, obj.one_of_paths[2], obj.one_of_neither end
+    -- Given or not as the caller wrote it: a field that failed its own check was given.
+    local has_a, has_b = not absent(input[pair[1]]), not absent(input[pair[2]])
+    local path, reason
+    if has_a and has_b then
+      path, reason = obj.one_of_paths[1], obj.one_of_both
+    elseif not has_a and not has_b then
+      path, reason = obj.one_of_paths[2], obj.one_of_neither
+    end
+    if path then
+      if not all then return nil, path, reason, "exactly_one_of" end
+      add(all, path, reason, "exactly_one_of")
+      failed = true
+    end
   end
+  if failed then return nil end
   return clean
 end
 
 --- Checks biz_data against an endpoint's schema table.
 -- Returns a new table ready for JSON encoding (biz_data itself is never modified), or nil,
--- the dotted path of the first violation and the rule it breaks.
+-- the dotted path of the first violation, the reason (a sentence) and the rule it breaks.
 function schema.validate(obj, biz_data)
   if type(obj) ~= "table" or not obj.known then error("not a schema table", 2) end
   if type(biz_data) ~= "table" then error("biz_data must be a table", 2) end
   return validate_object(obj, biz_data)
+end
+
+--- Like validate, but on failure returns nil and every violation, in validate's order (the
+-- first is validate's error), each { field =, rule =, reason =, message = }.
+function schema.validate_all(obj, biz_data)
+  if type(obj) ~= "table" or not obj.known then error("not a schema table", 2) end
+  if type(biz_data) ~= "table" then error("biz_data must be a table", 2) end
+  local all = {}
+  local clean = validate_object(obj, biz_data, all)
+  if all[1] then return nil, all end
+  return clean
 end
 
 --- The one sentence for a validation failure: "holder.email: must be an email address".

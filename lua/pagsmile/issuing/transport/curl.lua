@@ -1,7 +1,8 @@
 -- The blocking transport for plain Lua: one libcurl easy handle (core.http) per transport,
 -- reused between requests so the connection stays alive. Same interface as transport/ngx.lua:
 --   t:request{ url, body, headers = { [name] = value }, timeout, connect_timeout }  (seconds)
---     -> { status, body, connects, time } | nil, { kind, message, curl_code, sent, retryable }
+--     -> { status, body, connects, time }
+--        | nil, { kind, message, curl_code, sent, retryable, setting }
 local core = require "pagsmile.issuing.core"
 
 local M = { name = "curl" }
@@ -16,7 +17,8 @@ Transport.__index = Transport
 local error_mt = { __tostring = function(e) return e.kind .. ": " .. e.message end }
 
 local type, pairs, tostring, setmetatable = type, pairs, tostring, setmetatable
-local sort, ceil, find = table.sort, math.ceil, string.find
+local sort, ceil, find, match, gsub, lower = table.sort, math.ceil, string.find, string.match,
+  string.gsub, string.lower
 
 -- opts: ca_file, proxy ("" = none, nil = libcurl's environment), user_agent, max_body (bytes)
 function M.new(opts)
@@ -64,13 +66,49 @@ local function header_lines(map)
   return lines
 end
 
+-- "host:port" of a URL, for messages: never its userinfo (a password) nor its path.
+local function target(url)
+  local scheme, authority = match(url, "^(%a[%w+.-]*)://([^/?#]*)")
+  if not scheme then return nil end
+  authority = gsub(authority, "^.*@", "")
+  if find(authority, ":%d+$") then return authority end
+  return authority .. (lower(scheme) == "https" and ":443" or ":80")
+end
+
+-- libcurl codes that point at a setting (issue 10 item 7): the setting, and a hint that does
+-- not echo its value. 60: certificate not trusted (or not for this host); 83: issuer check;
+-- 77: the CA file cannot be loaded; 5 and 97: the proxy.
+local CA_HINTS = {
+  set = "check ca_file: the server's certificate does not chain to it (or does not name "
+    .. "base_url's host)",
+  unset = "the system's CA store does not trust the server's certificate: set ca_file to the "
+    .. "CA that does (or check base_url's host)",
+}
+local function hint(code, opts)
+  if code == 60 or code == 83 then return "ca_file", CA_HINTS[opts.ca_file and "set" or "unset"] end
+  if code == 77 then return "ca_file", "check ca_file: it cannot be read as PEM certificates" end
+  if code == 5 or code == 97 then return "proxy", "check proxy" end
+end
+
+-- Says where the request went and, when the failure points at a setting, which one.
+local function explain(err, url, opts)
+  local where = target(url)
+  if where then
+    err.message = err.message .. ", talking to " .. where
+      .. (opts.proxy and opts.proxy ~= "" and " through the proxy" or "")
+  end
+  local setting, text = hint(err.curl_code, opts)
+  if setting then err.setting, err.message = setting, err.message .. "; " .. text end
+  return setmetatable(err, error_mt)
+end
+
 function Transport:request(req)
   local opts = self.opts
   opts.headers = req.headers and header_lines(req.headers) or nil
   opts.timeout_ms = ceil((req.timeout or DEFAULT_TIMEOUT) * 1000)
   opts.connect_timeout_ms = ceil((req.connect_timeout or DEFAULT_CONNECT_TIMEOUT) * 1000)
   local status, body, info = self.handle:request(req.url, req.body or "", opts)
-  if not status then return nil, setmetatable(body, error_mt) end
+  if not status then return nil, explain(body, req.url, opts) end
   return { status = status, body = body, connects = info.connects, time = info.time_ms / 1000 }
 end
 

@@ -36,8 +36,11 @@ local function parse_url(url)
   -- nginx resolves names only through a `resolver`; "localhost" needs none. An IPv6
   -- literal keeps its brackets for connect.
   local addr = lower(host) == "localhost" and "127.0.0.1" or host
+  -- An address literal needs no lookup, and its certificate is matched by IP SAN.
+  local ip = find(host, ":", 1, true) ~= nil or match(host, "^%d+%.%d+%.%d+%.%d+$") ~= nil
   if find(addr, ":", 1, true) then addr = "[" .. addr .. "]" end
-  local u = { host = host, addr = addr, port = port, tls = tls, path = path, host_header = host_header }
+  local u = { host = host, addr = addr, ip = ip, named = not ip and addr == host, port = port,
+              tls = tls, path = path, host_header = host_header }
   if url_cache_n >= 256 then url_cache, url_cache_n = {}, 0 end
   url_cache[url], url_cache_n = u, url_cache_n + 1
   return u
@@ -61,9 +64,69 @@ function M.new(opts)
   return self
 end
 
-local function fail(kind, message, sent, sock)
+local function fail(kind, message, sent, sock, final)
   if sock then sock:close() end
-  return nil, { kind = kind, message = message, sent = sent, retryable = not sent }
+  return nil, { kind = kind, message = message, sent = sent, retryable = not sent and not final }
+end
+
+-- nginx resolves a name on its own `resolver_timeout` (30 s by default), deaf to the socket's
+-- timeouts. So a connect that needs a lookup runs on a light thread, killed (which cancels
+-- the lookup) when `seconds` pass. Returns ok, err like sock:connect.
+local TIMED_OUT = {}
+local function connect_within(sock, u, opts, seconds)
+  local threads = ngx.thread
+  local spawned, worker = pcall(threads.spawn, function() return sock:connect(u.addr, u.port, opts) end)
+  -- no light threads here (a user coroutine of an odd phase): connect as nginx will
+  if not spawned then return sock:connect(u.addr, u.port, opts) end
+  local ok, res, err
+  if coroutine.status(worker) == "dead" then -- a pooled connection, taken at once
+    ok, res, err = threads.wait(worker)
+  else
+    local timer = threads.spawn(function() ngx.sleep(seconds) return TIMED_OUT end)
+    ok, res, err = threads.wait(worker, timer)
+    threads.kill(timer)
+    threads.kill(worker)
+  end
+  if not ok then return nil, "connect failed: " .. tostring(res) end
+  if res == TIMED_OUT then return nil, "timed out looking up the host or connecting" end
+  return res, err
+end
+
+-- ngx_lua reports a certificate that fails verification as "<X509 code>: <reason>" or
+-- "certificate host mismatch"; request() and certificate_has_ip add their own "certificate
+-- ..." reasons. Anything else is the handshake itself failing. (resty.core can put a stale
+-- code before its own "handshake failed", hence the first test.)
+local HANDSHAKE_ERRORS = { ["handshake failed"] = true, timeout = true, closed = true }
+local function certificate_failure(serr)
+  local code, reason = match(serr, "^(%d+): (.*)$")
+  if HANDSHAKE_ERRORS[reason or serr] then return false end
+  return code ~= nil or find(serr, "certificate", 1, true) ~= nil
+end
+
+-- Does the peer certificate of a verified TLS connection name this IP address? Checked
+-- through OpenSSL: nginx's own check (X509_check_host) knows DNS names only. Returns true,
+-- or nil and why not.
+local ffi_ssl
+local function certificate_has_ip(sock, ip)
+  if ffi_ssl == nil then
+    ffi_ssl = false
+    local ok, ffi = pcall(require, "ffi")
+    if ok then
+      -- tolerated: another module may have declared these already
+      pcall(ffi.cdef, "void *SSL_SESSION_get0_peer(void *s);"
+                      .. "int X509_check_ip_asc(void *x, const char *ipasc, unsigned int flags);")
+      local found = pcall(function() return ffi.C.SSL_SESSION_get0_peer, ffi.C.X509_check_ip_asc end)
+      if found then ffi_ssl = ffi end
+    end
+  end
+  local cannot = "cannot check the certificate against the address"
+  if not ffi_ssl then return nil, cannot .. " (no OpenSSL through FFI)" end
+  -- On a connection already set up, sslhandshake only hands out its SSL_SESSION.
+  local sess = sock:sslhandshake(nil, nil, false)
+  if type(sess) ~= "cdata" or sess == nil then return nil, cannot end
+  local cert = ffi_ssl.C.SSL_SESSION_get0_peer(sess)
+  if cert ~= nil and ffi_ssl.C.X509_check_ip_asc(cert, ip, 0) == 1 then return true end
+  return nil, "certificate does not match the address"
 end
 
 -- A receive error after the request went out: the server may have acted on it.
@@ -218,7 +281,14 @@ end
 local function read_head(r)
   while true do
     local line, err, msg = r:line()
-    if not line then return nil, err, msg end
+    if not line then
+      -- Bytes, then the close, and never a line: something answered, but not in HTTP (as
+      -- libcurl says too). A close with nothing at all stays a transport error.
+      if err == "closed" and #r.buf >= r.pos then
+        return nil, "protocol", "invalid HTTP answer: no HTTP status line"
+      end
+      return nil, err, msg
+    end
     local version, status, reason = match(line, "^HTTP/(1%.[01]) ([1-5]%d%d)(.*)$")
     if not version or (reason ~= "" and not find(reason, "^[ \t]")) then
       return nil, "protocol", "bad status line"
@@ -244,7 +314,7 @@ end
 local SKIP = { host = true, ["content-length"] = true, connection = true,
                ["user-agent"] = true, ["transfer-encoding"] = true }
 
-function Transport:request(req)
+local function request(self, req)
   if self.closed then
     return nil, { kind = "transport", message = "transport is closed", sent = false, retryable = false }
   end
@@ -263,9 +333,14 @@ function Transport:request(req)
   sock:settimeouts(ms, rest, rest)
   local pool = self.pool_tag .. ":" .. u.host .. ":" .. u.port .. ":"
                .. (u.tls and "tls" or "plain") .. ":" .. (verify and "verify" or "noverify")
-  local ok, err = sock:connect(u.addr, u.port, { pool = pool, pool_size = self.pool_size })
+  local opts = { pool = pool, pool_size = self.pool_size }
+  local ok, err
+  if u.named then
+    ok, err = connect_within(sock, u, opts, connect_timeout)
+  else
+    ok, err = sock:connect(u.addr, u.port, opts)
+  end
   if not ok then
-    -- nginx's resolver runs on its own resolver_timeout, not on this socket's.
     if err == "timeout" or find(tostring(err), "timed out", 1, true) then
       return fail("timeout", "timed out connecting: " .. tostring(err), false, sock)
     end
@@ -278,13 +353,20 @@ function Transport:request(req)
     local left = math.min(connect_timeout, timeout) - (ngx.now() - started)
     if left <= 0 then return fail("timeout", "timed out connecting", false, sock) end
     sock:settimeouts(math.max(1, math.floor(left * 1000)), rest, rest)
-    local sess, serr = sock:sslhandshake(false, u.host, verify)
-    -- ngx_lua 0.10.23 can report success for a handshake that failed verification when it
-    -- completed asynchronously; the socket is closed by then, which getreusedtimes reveals.
+    -- An address goes out without SNI (RFC 6066 forbids it) and is matched by IP SAN below.
+    local sess, serr = sock:sslhandshake(false, not u.ip and u.host or nil, verify)
+    -- ngx_lua 0.10.23 reports success for a handshake that failed verification when it
+    -- completed within the call; the socket is closed by then, which getreusedtimes reveals.
     if sess and not sock:getreusedtimes() then sess, serr = nil, "certificate verify failed" end
+    if sess and verify and u.ip then
+      local match_ip, why = certificate_has_ip(sock, u.host)
+      if not match_ip then sess, serr = nil, why end
+    end
     if not sess then
       if serr == "timeout" then return fail("timeout", "timed out in the TLS handshake", false, sock) end
-      return fail("transport", "TLS handshake failed: " .. tostring(serr), false, sock)
+      -- as curl: a certificate that fails is a misconfiguration, and retrying cannot help
+      return fail("transport", "TLS handshake failed: " .. tostring(serr), false, sock,
+                  certificate_failure(tostring(serr)))
     end
   end
 
@@ -368,6 +450,25 @@ function Transport:request(req)
     connects = reused == 0 and 1 or 0,
     time = ngx.now() - started,
   }
+end
+
+-- Every failure says where the request went, and a certificate failure where nginx's trust
+-- comes from (issue 10 item 7).
+function Transport:request(req)
+  local res, err = request(self, req)
+  if res then return res end
+  local u = parse_url(req.url)
+  if u then
+    local host = find(u.host, ":", 1, true) and "[" .. u.host .. "]" or u.host
+    err.message = err.message .. ", talking to " .. host .. ":" .. u.port
+  end
+  if find(err.message, "^TLS handshake failed: ") and (find(err.message, "certificate", 1, true)
+     or find(err.message, "^TLS handshake failed: %d+: ")) then
+    err.setting = "lua_ssl_trusted_certificate"
+    err.message = err.message .. "; nginx checks certificates against lua_ssl_trusted_certificate"
+      .. " (the ca_file setting is libcurl's only)"
+  end
+  return nil, err
 end
 
 -- Pooled connections belong to the worker, not to this object: nothing to release but a flag.
