@@ -4,6 +4,9 @@
 local issuing = require "pagsmile.issuing"
 local core = require "pagsmile.issuing.core"
 local launch = require "sandbox.launch"
+local nginx = require "sandbox.nginx"
+local http = require "socket.http"
+local ltn12 = require "ltn12"
 local helpers = require "helpers"
 
 local function base(over)
@@ -237,18 +240,26 @@ describe("issue 10 item 5: waiting", function()
   end)
 end)
 
--- The README's quick start, extracted and run verbatim by the interpreter running this spec,
--- against a freshly started local emulator, with the environment `make sandbox` tells the
--- user to set.
+-- The README's quick start, run as a user runs it: `make sandbox` (tools/sandbox: the
+-- emulator command with its default key dir), then the README's `export` lines, then its
+-- code block verbatim, on the interpreter running this spec. Only the port and the key dir
+-- differ from the user's (a free port, a temporary dir), swapped into the export lines.
 describe("issue 10 item 4: the README quick start runs as pasted", function()
   local MARKER = "<!-- quickstart"
+  local PORT, KEYS = "127.0.0.1:8090", "build/emulator-keys"
 
-  local function quickstart()
-    local readme = assert(helpers.read_file("README.md"))
-    local at = assert(readme:find(MARKER, 1, true), "README.md has no quickstart marker")
-    local code = readme:match("```lua\n(.-)\n```", at)
-    assert(code, "no ```lua block after the quickstart marker")
-    return code, readme
+  local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+  local function readme()
+    local text = assert(helpers.read_file("README.md"))
+    local at = assert(text:find(MARKER, 1, true), "README.md has no quickstart marker")
+    local code = assert(text:match("```lua\n(.-)\n```", at), "no ```lua block after the marker")
+    local section = text:sub(assert(text:find("## A complete example", 1, true)), at)
+    local exports = {}
+    for line in section:gmatch("[^\n]+") do
+      if line:find("^export PAGSMILE_") then exports[#exports + 1] = line end
+    end
+    return code, table.concat(exports, "\n"), text
   end
 
   -- The interpreter running this spec (busted's; the ASan build's under --asan).
@@ -257,75 +268,110 @@ describe("issue 10 item 4: the README quick start runs as pasted", function()
     return (assert(exe:match("^(%S+)"), "cannot find the running interpreter"))
   end
 
-  local sb, dir
+  local emu, dir
   lazy_setup(function()
-    sb = launch.start {}
     dir = helpers.tmpdir("quickstart")
+    local port = nginx.free_port()
+    local p = io.popen(("PORT=%d KEYS=%s tools/sandbox >%s 2>&1 & echo $!")
+      :format(port, q(dir .. "/keys"), q(dir .. "/emulator.out")))
+    emu = { pid = tonumber(p:read("*l")), port = port }
+    p:close()
+    emu.banner = helpers.wait_for(function()
+      local out = helpers.read_file(dir .. "/emulator.out") or ""
+      if out:find("error log", 1, true) then return out end
+    end, 30)
+    assert(emu.banner, "make sandbox did not start: " .. tostring(helpers.read_file(dir .. "/emulator.out")))
+    emu.control = assert(emu.banner:match("control%s+(%S+)"))
   end)
   lazy_teardown(function()
-    if sb then sb:stop() end
-    if dir then os.execute("rm -rf '" .. dir .. "'") end
+    if emu and emu.pid then
+      os.execute("kill -INT " .. emu.pid .. " 2>/dev/null")
+      helpers.wait_for(function() return not nginx.alive(emu.pid) end, 10)
+    end
+    if dir then os.execute("rm -rf " .. q(dir)) end
   end)
 
+  local function control(path, body)
+    local out = {}
+    local _, code = http.request {
+      url = emu.control .. path, method = "POST", source = ltn12.source.string(body),
+      headers = { ["Content-Type"] = "application/json", ["Content-Length"] = tostring(#body) },
+      sink = ltn12.sink.table(out),
+    }
+    assert(code == 200, path .. ": " .. tostring(code) .. " " .. table.concat(out))
+    return core.json_decode(table.concat(out))
+  end
+
+  local function orders()
+    local out = {}
+    local _, code = http.request { url = emu.control .. "orders", sink = ltn12.sink.table(out) }
+    assert.equal(200, code)
+    return core.json_decode(table.concat(out))
+  end
+
   local function run()
-    local code = quickstart()
+    local code, exports = readme()
     local file = dir .. "/quickstart.lua"
     helpers.write_file(file, code .. "\n")
+    local n1, n2
+    exports, n1 = exports:gsub(PORT:gsub("%p", "%%%0"), "127.0.0.1:" .. emu.port)
+    exports, n2 = exports:gsub(KEYS:gsub("%p", "%%%0"), dir .. "/keys")
+    assert(n1 == 1 and n2 == 2, "the README's export lines changed shape:\n" .. exports)
     local cpath = assert(package.cpath:match("build/[^/;]+/%?%.so"), "no build/<runtime> on cpath")
     local lpath = "lua/?.lua;lua/?/init.lua;;"
     local env = {
-      "LUA_PATH='" .. lpath .. "'", "LUA_PATH_5_3='" .. lpath .. "'", "LUA_PATH_5_4='" .. lpath .. "'",
-      "LUA_CPATH='" .. cpath .. ";;'", "LUA_CPATH_5_3='" .. cpath .. ";;'",
-      "LUA_CPATH_5_4='" .. cpath .. ";;'",
-      "PAGSMILE_BASE_URL=" .. sb.url,
-      "PAGSMILE_APP_ID=" .. sb.app_id,
-      "PAGSMILE_PARTNER_ID=" .. sb.partner_id,
-      "PAGSMILE_PLATFORM_PUBLIC_KEY_FILE=" .. sb.keys_dir .. "/platform_public.pem",
-      "PAGSMILE_MERCHANT_PRIVATE_KEY_FILE=" .. sb.keys_dir .. "/merchant_private.pem",
+      "LUA_PATH=" .. q(lpath), "LUA_PATH_5_3=" .. q(lpath), "LUA_PATH_5_4=" .. q(lpath),
+      "LUA_CPATH=" .. q(cpath .. ";;"), "LUA_CPATH_5_3=" .. q(cpath .. ";;"),
+      "LUA_CPATH_5_4=" .. q(cpath .. ";;"),
     }
     -- Nothing else of this process's environment, but what the ASan interpreter needs.
     for _, name in ipairs { "PATH", "ASAN_OPTIONS", "UBSAN_OPTIONS" } do
       local v = os.getenv(name)
-      if v then env[#env + 1] = name .. "='" .. v .. "'" end
+      if v then env[#env + 1] = name .. "=" .. q(v) end
     end
-    local p = io.popen("env -i " .. table.concat(env, " ") .. " " .. interpreter() .. " "
-                       .. file .. " 2>&1; echo \"::$?\"")
+    local script = exports .. "\nexec " .. q(interpreter()) .. " " .. q(file)
+    local p = io.popen("env -i " .. table.concat(env, " ") .. " sh -c " .. q(script)
+                       .. " 2>&1; echo \"::$?\"")
     local out = p:read("*a")
     p:close()
     local body, rc = out:match("^(.-)::(%d+)%s*$")
     return body, tonumber(rc)
   end
 
-  it("the quick start is marked, and uses the local emulator's names", function()
-    local code, readme = quickstart()
+  it("the quick start is marked, and its settings are make sandbox's", function()
+    local code, exports, text = readme()
     assert.matches("PAGSMILE_BASE_URL", code, 1, true)
     assert.matches("platform_public_key_file", code, 1, true)
     assert.matches("wait_apply_result", code, 1, true)
     assert.is_nil(code:find("read(", 1, true))
-    assert.matches("PAGSMILE_APP_ID=" .. launch.APP_ID, readme, 1, true)
-    assert.matches("PAGSMILE_PARTNER_ID=" .. launch.PARTNER_ID, readme, 1, true)
+    assert.matches("PAGSMILE_APP_ID=" .. launch.APP_ID, exports, 1, true)
+    assert.matches("PAGSMILE_PARTNER_ID=" .. launch.PARTNER_ID, exports, 1, true)
+    -- the port and key dir the README names are make sandbox's defaults
+    local script = assert(helpers.read_file("tools/sandbox"))
+    assert.matches("PORT:-8090", script, 1, true)
+    assert.matches("KEYS:-" .. KEYS, script, 1, true)
+    assert.matches("make sandbox", text, 1, true)
   end)
 
   -- Each run starts from an empty order book (the quick start's order_no is per second).
   it("issues a card, verbatim", function()
-    assert(sb:reset())
+    control("reset", "")
     local out, rc = run()
     assert.equal(0, rc, out)
     assert.matches("completed", out)
-    local orders = sb:orders()
     local n = 0
-    for _ in pairs(orders) do n = n + 1 end
+    for _ in pairs(orders()) do n = n + 1 end
     assert.equal(1, n)
   end)
 
   it("follows an order the emulator keeps processing, with wait_apply_result", function()
-    assert(sb:reset())
-    assert(sb:settings { pending_polls = 2 })
+    control("reset", "")
+    control("settings", '{"pending_polls":2}')
     local out, rc = run()
-    assert(sb:settings { pending_polls = 0 })
+    control("settings", '{"pending_polls":false}')
     assert.equal(0, rc, out)
     assert.matches("processing", out)
     assert.matches("completed", out)
-    for _, o in pairs(sb:orders()) do assert.equal(1, o.applies) end
+    for _, o in pairs(orders()) do assert.equal(1, o.applies) end
   end)
 end)
