@@ -12,6 +12,11 @@ local api = require "pagsmile.issuing.api"
 local Client = require "pagsmile.issuing.client"
 local schema = require "pagsmile.issuing.schema"
 
+-- Inside nginx, load the cosocket transport now: `require "pagsmile.issuing"` runs in
+-- init_by_lua, as root, and the workers (often `nobody`) may not be able to read the
+-- library's files later (a clone under /root, say).
+if rawget(_G, "ngx") then require "pagsmile.issuing.transport.ngx" end
+
 local issuing = {
   _VERSION = "pagsmile-issuing " .. core._VERSION,
   SANDBOX_URL = api.SANDBOX_URL,
