@@ -12,10 +12,13 @@ local api = require "pagsmile.issuing.api"
 local Client = require "pagsmile.issuing.client"
 local schema = require "pagsmile.issuing.schema"
 
--- Inside nginx, load the cosocket transport now: `require "pagsmile.issuing"` runs in
--- init_by_lua, as root, and the workers (often `nobody`) may not be able to read the
--- library's files later (a clone under /root, say).
-if rawget(_G, "ngx") then require "pagsmile.issuing.transport.ngx" end
+-- Inside nginx, load both transports now: `require "pagsmile.issuing"` runs in init_by_lua,
+-- as root, and the workers (often `nobody`) may not be able to read the library's files
+-- later (a clone under /root, say).
+if rawget(_G, "ngx") then
+  require "pagsmile.issuing.transport.ngx"
+  require "pagsmile.issuing.transport.curl"
+end
 
 local issuing = {
   _VERSION = "pagsmile-issuing " .. core._VERSION,
