@@ -27,6 +27,7 @@ build = {
     ["pagsmile.issuing"] = "lua/pagsmile/issuing.lua",
     ["pagsmile.issuing.api"] = "lua/pagsmile/issuing/api.lua",
     ["pagsmile.issuing.client"] = "lua/pagsmile/issuing/client.lua",
+    ["pagsmile.issuing.envelope"] = "lua/pagsmile/issuing/envelope.lua",
     ["pagsmile.issuing.errors"] = "lua/pagsmile/issuing/errors.lua",
     ["pagsmile.issuing.options"] = "lua/pagsmile/issuing/options.lua",
     ["pagsmile.issuing.schema"] = "lua/pagsmile/issuing/schema.lua",

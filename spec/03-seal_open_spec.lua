@@ -1,6 +1,7 @@
 -- Seal and open (issue #2): SPEC.md §3 byte for byte, checked against the openssl command
 -- line both ways, and every malformed answer refused with the right kind and no crash.
 local core = require "pagsmile.issuing.core"
+local envelope = require "pagsmile.issuing.envelope"
 local helpers = require "helpers"
 
 local KEY, IV = "0123456789abcdef", "A1B2C3D4E5F60718"
@@ -103,7 +104,8 @@ describe("seal and open #core", function()
 
   describe("open", function()
     it("returns data and the envelope of a success answer", function()
-      local data, env = core.open(merchant_priv, answer({ card_token = "tok_1", order_status = 5 }, { app_id = "a" }))
+      local data, env = envelope.open(merchant_priv,
+        answer({ card_token = "tok_1", order_status = 5 }, { app_id = "a" }))
       assert.same({ card_token = "tok_1", order_status = 5 }, data)
       assert.equal("10000", env.code)
       assert.equal("a", env.app_id)
@@ -122,17 +124,17 @@ describe("seal and open #core", function()
         helpers.write_file(pub, merchant.public_pem)
         local rk = helpers.sh("openssl pkeyutl -encrypt -pubin -inkey " .. pub
           .. " -pkeyopt rsa_padding_mode:pkcs1 -in " .. dir .. "/key.bin | base64 -w0")
-        local data = core.open(merchant_priv, core.json_encode { code = "10000", random_key = rk, data = iv .. ct })
+        local data = envelope.open(merchant_priv, core.json_encode { code = "10000", random_key = rk, data = iv .. ct })
         assert.same({ n = 1 }, data)
       end
     end)
 
     it("tolerates plaintext data, a numeric code, and absent or empty data", function()
-      assert.same({ card_id = 7 }, (core.open(merchant_priv, '{"code":"10000","data":{"card_id":7}}')))
-      assert.same({ { a = 1 } }, (core.open(merchant_priv, '{"code":10000,"data":[{"a":1}]}')))
-      assert.same({}, (core.open(merchant_priv, '{"code":"10000"}')))
-      assert.same({}, (core.open(merchant_priv, '{"code":"10000","data":""}')))
-      assert.same({}, (core.open(merchant_priv, '{"code":"10000","data":null}')))
+      assert.same({ card_id = 7 }, (envelope.open(merchant_priv, '{"code":"10000","data":{"card_id":7}}')))
+      assert.same({ { a = 1 } }, (envelope.open(merchant_priv, '{"code":10000,"data":[{"a":1}]}')))
+      assert.same({}, (envelope.open(merchant_priv, '{"code":"10000"}')))
+      assert.same({}, (envelope.open(merchant_priv, '{"code":"10000","data":""}')))
+      assert.same({}, (envelope.open(merchant_priv, '{"code":"10000","data":null}')))
     end)
 
     it("decrypts data without random_key with the request's own key (older wording)", function()
@@ -140,24 +142,27 @@ describe("seal and open #core", function()
       -- The answer's data sealed with the same AES key as the request (fixed key KEY).
       local _, biz_data = core.seal(platform_pub, { card_token = "t" }, KEY, IV)
       local _, _, fixed_session = core.seal(platform_pub, { order_no = "S" }, KEY, IV)
-      local data = core.open(merchant_priv, core.json_encode { code = "10000", data = biz_data }, fixed_session)
+      local data = envelope.open(merchant_priv, core.json_encode { code = "10000", data = biz_data }, fixed_session)
       assert.same({ card_token = "t" }, data)
       -- Another request's key does not open it.
-      local none, e2 = core.open(merchant_priv, core.json_encode { code = "10000", data = biz_data }, session)
+      local none, e2 = envelope.open(merchant_priv, core.json_encode { code = "10000", data = biz_data }, session)
       assert.is_nil(none)
       assert.equal("protocol", e2.kind)
       -- And with no session at all it says what is missing.
-      local _, e3 = core.open(merchant_priv, core.json_encode { code = "10000", data = biz_data })
+      local _, e3 = envelope.open(merchant_priv, core.json_encode { code = "10000", data = biz_data })
       assert.matches("without random_key", e3.message)
     end)
 
     it("turns a refusal into an api error with code, msg, sub_code, sub_msg", function()
-      local data, err = core.open(merchant_priv,
+      local data, err = envelope.open(merchant_priv,
         '{"code":"40002","msg":"Business Failed","sub_code":"invalid-signature","sub_msg":"invalid signature"}')
       assert.is_nil(data)
-      assert.same({ kind = "api", message = "the platform refused the request", code = "40002",
+      -- The same fields; the message now carries api.lua's hint and the setting it names
+      -- (errors.api, issue 11: the envelope moved out of C into envelope.lua).
+      assert.matches("^the platform refused the request", err.message)
+      assert.same({ kind = "api", message = err.message, code = "40002", setting = "platform_public_key",
         msg = "Business Failed", sub_code = "invalid-signature", sub_msg = "invalid signature" }, err)
-      local _, e2 = core.open(merchant_priv, '{"code":40001,"msg":"Missing Arguments"}')
+      local _, e2 = envelope.open(merchant_priv, '{"code":40001,"msg":"Missing Arguments"}')
       assert.equal("40001", e2.code)
     end)
 
@@ -189,14 +194,14 @@ describe("seal and open #core", function()
 
     it("refuses every malformed answer as a protocol error, without crashing", function()
       for _, case in ipairs(malformed()) do
-        local data, err = core.open(merchant_priv, case[2])
+        local data, err = envelope.open(merchant_priv, case[2])
         assert.is_nil(data, case[1])
         assert.equal("protocol", err.kind, case[1])
         assert.is_string(err.message, case[1])
       end
       -- The good pair still opens: the failures above left no stale state behind.
       assert.same({ card_token = "tok" },
-        (core.open(merchant_priv, core.json_encode { code = "10000", random_key = good_rk, data = good_data })))
+        (envelope.open(merchant_priv, core.json_encode { code = "10000", random_key = good_rk, data = good_data })))
     end)
 
     it("gives no padding oracle: every wrong random_key fails the same way", function()
@@ -212,7 +217,7 @@ describe("seal and open #core", function()
       local messages = {}
       for _, pair in ipairs { { foreign_rk, data }, { tampered, data }, { short_rk, data }, { rk, wrong_data } } do
         local body = core.json_encode { code = "10000", random_key = pair[1], data = pair[2] }
-        local v, err = core.open(merchant_priv, body)
+        local v, err = envelope.open(merchant_priv, body)
         assert.is_nil(v)
         messages[#messages + 1] = err.message
       end
@@ -225,7 +230,7 @@ describe("seal and open #core", function()
       local ct = helpers.sh("openssl enc -aes-128-cbc -K " .. helpers.hex(KEY) .. " -iv "
         .. helpers.hex(IV) .. " -in " .. dir .. "/plain.json | base64 -w0")
       local _, _, session = core.seal(platform_pub, {}, KEY, IV)
-      local data, err = core.open(merchant_priv, core.json_encode { code = "10000", data = IV .. ct }, session)
+      local data, err = envelope.open(merchant_priv, core.json_encode { code = "10000", data = IV .. ct }, session)
       assert.is_nil(data)
       assert.matches("do not decrypt to JSON", err.message)
       assert.is_nil(err.message:find("not json at all", 1, true))
@@ -239,7 +244,7 @@ describe("seal and open #core", function()
         for _ = 1, math.random(1, 4) do
           b[math.random(#b)] = math.random(0, 255)
         end
-        local ok, data, err = pcall(core.open, merchant_priv, string.char(unpack(b)))
+        local ok, data, err = pcall(envelope.open, merchant_priv, string.char(unpack(b)))
         assert.is_true(ok)
         assert.is_true(data ~= nil or type(err) == "table")
       end

@@ -3,6 +3,7 @@
 -- raised error, and the right error kind. Run on every runtime and, in `make test`, once
 -- over the ASan+UBSan build, where a memory error fails the run even if the result looks right.
 local core = require "pagsmile.issuing.core"
+local envelope = require "pagsmile.issuing.envelope"
 local helpers = require "helpers"
 
 describe("regressions #core", function()
@@ -34,7 +35,7 @@ describe("regressions #core", function()
     -- Found by review of the fuzz target "open"; caught by the sanitizer pass.
     for _, n in ipairs { 1364, 1365, 1366, 1367, 1368, 1369, 1372 } do
       it(n .. " characters: an answer is refused as protocol, without a memory error", function()
-        local data, err = core.open(merchant_key, answer(("A"):rep(n), IV_AND_BLOCKS))
+        local data, err = envelope.open(merchant_key, answer(("A"):rep(n), IV_AND_BLOCKS))
         refused("protocol", "random_key", data, err)
       end)
       it(n .. " characters: a notification's unseal refuses it", function()
@@ -45,7 +46,7 @@ describe("regressions #core", function()
     end
     it("1368 characters with whitespace among them is refused the same way", function()
       local rk = ("AAAAAAAA\r\n"):rep(171)
-      local data, err = core.open(merchant_key, answer(rk, IV_AND_BLOCKS))
+      local data, err = envelope.open(merchant_key, answer(rk, IV_AND_BLOCKS))
       refused("protocol", "random_key", data, err)
     end)
   end)
@@ -83,7 +84,7 @@ describe("regressions #core", function()
 
     it("each is refused with the right kind and message, never raised", function()
       for _, c in ipairs(cases()) do
-        local ok, data, err = pcall(core.open, merchant_key, c[2])
+        local ok, data, err = pcall(envelope.open, merchant_key, c[2])
         assert(ok, c[1] .. ": raised " .. tostring(data))
         assert(data == nil, c[1] .. ": accepted")
         assert(type(err) == "table" and err.kind == c[3], c[1] .. ": kind " .. tostring(err and err.kind))
@@ -92,7 +93,7 @@ describe("regressions #core", function()
     end)
 
     it("the untouched answer opens (the cases above differ from it only by their fault)", function()
-      local data, env = core.open(merchant_key, answer(sealed_rk, sealed_data))
+      local data, env = envelope.open(merchant_key, answer(sealed_rk, sealed_data))
       assert.is_table(env)
       assert.equal("F-1", data.order_no)
       assert.equal("9007199254740993", tostring(data.card_id))
@@ -181,12 +182,12 @@ describe("regressions #core", function()
     it("an envelope code of 10000 as a float means success on every runtime", function()
       -- 5.3+ printed 10000.0 as "10000.0", which is not "10000"
       for _, code in ipairs { "1e4", "10000.0", "10000" } do
-        assert.same({ ok = true }, (core.open(nil, '{"code":' .. code .. ',"data":{"ok":true}}')))
+        assert.same({ ok = true }, (envelope.open(nil, '{"code":' .. code .. ',"data":{"ok":true}}')))
       end
-      local data, err = core.open(nil, '{"code":4.0002e4,"msg":"Business Failed"}')
+      local data, err = envelope.open(nil, '{"code":4.0002e4,"msg":"Business Failed"}')
       refused("api", "refused", data, err)
       assert.equal("40002", err.code)
-      refused("protocol", "no code", core.open(nil, '{"code":10000.5}'))
+      refused("protocol", "no code", envelope.open(nil, '{"code":10000.5}'))
     end)
 
     it("core.sleep of NaN, infinity or a negative number returns at once", function()

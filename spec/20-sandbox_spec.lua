@@ -1,10 +1,11 @@
 -- The local sandbox, driven from the test process the way a merchant would: core.seal for
--- the request, luasocket for HTTP, core.open for the answer. Callbacks land in a receiver
+-- the request, luasocket for HTTP, envelope.open for the answer. Callbacks land in a receiver
 -- nginx started here.
 local http = require "socket.http"
 local ltn12 = require "ltn12"
 local socket = require "socket"
 local core = require "pagsmile.issuing.core"
+local open_answer = require("pagsmile.issuing.envelope").open
 local nginx = require "sandbox.nginx"
 local launch = require "sandbox.launch"
 local helpers = require "helpers"
@@ -73,7 +74,7 @@ describe("sandbox", function()
   local function call(path, biz, over)
     local code, body = post(sb.url .. path, assert(core.json_encode(envelope(biz, over))))
     local env = core.json_decode(body)
-    local data = core.open(merchant_priv, body)
+    local data = open_answer(merchant_priv, body)
     return code, env, data, body
   end
 
@@ -556,7 +557,7 @@ describe("sandbox over TLS", function()
     assert.are.equal(sb.ca_file, sb:client_options().ca_file)
     local code, body = apply(sb.ca_file)
     assert.are.equal(200, code)
-    local data = core.open(assert(core.private_key(sb.merchant_private_key)), body)
+    local data = open_answer(assert(core.private_key(sb.merchant_private_key)), body)
     assert.are.equal("tls-1", data.order_no)
     assert.are.equal(42, tonumber(digits(data.holder_id)))
     assert.is_table(assert(sb:orders())["tls-1"])

@@ -3,6 +3,7 @@
 -- the encryption and the JSON bytes, a transport does the HTTP.
 local core = require "pagsmile.issuing.core"
 local api = require "pagsmile.issuing.api"
+local envelope = require "pagsmile.issuing.envelope"
 local errors = require "pagsmile.issuing.errors"
 local options = require "pagsmile.issuing.options"
 local schema = require "pagsmile.issuing.schema"
@@ -125,12 +126,6 @@ function Client:_log(event, path, order_no, attempt, fields)
   pcall(log, e) -- a failing logger must not lose the card of a call that succeeded
 end
 
--- core.open's words (src/crypto.c) for an answer that does not decrypt with our private key.
-local function undecryptable(message)
-  return message:find("with the merchant private key", 1, true) ~= nil
-    or message:find("wrong length for the key", 1, true) ~= nil
-end
-
 -- An answer that fails pointing at the same setting as the one before it (an HTTP 404 on
 -- base_url's path, an answer that does not decrypt with merchant_private_key, a certificate
 -- the trust store rejects) is a configuration mistake: asking again until the deadline cannot
@@ -158,21 +153,12 @@ function Client:_exchange1(path, biz, deadline, order_no)
   local transport, terr = self:_transport()
   if not transport then return nil, terr end
   local o = self.o
-  local random_key, biz_data, session = core.seal(o.platform_key, biz)
-  if not random_key then
-    return nil, errors.new("validation", "biz_data cannot be encoded: " .. biz_data,
-      { field = "biz_data", reason = biz_data, order_no = order_no })
-  end
-  local request_id = core.request_id()
-  local body = core.json_encode {
-    app_id = o.app_id, partner_id = o.partner_id, sub_partner_id = o.sub_partner_id or "",
-    timestamp = self:_timestamp(), format = api.FORMAT, version = o.version,
-    request_id = request_id, sign_type = api.SIGN_TYPE,
-    random_key = random_key, biz_data = biz_data,
-  }
+  local body, request_id, session = envelope.request(o, biz, self:_timestamp())
+  if not body then return nil, errors.with(request_id, { order_no = order_no }) end
   local ctx = { request_id = request_id, order_no = order_no }
   local left = deadline - now()
   if left <= 0 then
+    session:wipe()
     return nil, errors.new("timeout", "the deadline passed before the request was sent",
       { sent = false, retryable = false, request_id = request_id, order_no = order_no })
   end
@@ -182,9 +168,13 @@ function Client:_exchange1(path, biz, deadline, order_no)
     url = url, body = body, headers = HEADERS,
     timeout = math.min(o.timeout, left), connect_timeout = math.min(o.connect_timeout, left),
   }
-  if not res then return nil, errors.wrap(err, ctx) end
+  if not res then
+    session:wipe()
+    return nil, errors.wrap(err, ctx)
+  end
   ctx.http_status = res.status
   if res.status ~= 200 then
+    session:wipe()
     ctx.sent, ctx.retryable = true, false
     local hint = ""
     if res.status == 404 then
@@ -193,16 +183,11 @@ function Client:_exchange1(path, biz, deadline, order_no)
     return nil, errors.new("protocol", "HTTP status " .. tostring(res.status)
       .. " where the API answers 200" .. hint, ctx)
   end
-  local data, e = core.open(o.merchant_key, res.body, session)
+  local data, e = envelope.open(o.merchant_key, res.body, session)
+  session:wipe() -- the answer is read: its AES key is of no further use
   if not data then
     ctx.sent, ctx.retryable = true, false
-    e = errors.wrap(e, ctx)
-    if e.kind == "protocol" and undecryptable(e.message) then
-      e.setting = "merchant_private_key"
-      e.message = e.message .. " (check merchant_private_key: does the platform have its "
-        .. "public half?)"
-    end
-    return nil, e
+    return nil, errors.with(e, ctx)
   end
   return data, request_id
 end
@@ -547,32 +532,8 @@ function Client:parse_notification(raw_body)
   if type(raw_body) ~= "string" then
     error("pagsmile.issuing: parse_notification expects the raw body as a string", 2)
   end
-  local env, msg = core.json_decode(raw_body)
-  if type(env) ~= "table" then
-    return nil, errors.new("protocol", "the notification is not a JSON object"
-      .. (msg and (" (" .. msg .. ")") or ""))
-  end
-  local ctx = { request_id = env.request_id }
-  if env.partner_id ~= nil and tostring(env.partner_id) ~= self.o.partner_id then
-    return nil, errors.new("protocol", "the notification is for another partner_id", ctx)
-  end
-  local biz = env.biz_data
-  local sealed = env.sign_type ~= nil and env.sign_type ~= ""
-  if sealed then
-    if type(biz) ~= "string" or type(env.random_key) ~= "string" then
-      return nil, errors.new("protocol", "an encrypted notification needs random_key and "
-        .. "biz_data strings", ctx)
-    end
-    biz, msg = core.unseal(self.o.merchant_key, env.random_key, biz)
-    if not biz then
-      return nil, errors.new("protocol", "the notification's biz_data " .. msg, ctx)
-    end
-  elseif type(biz) == "string" then
-    biz = core.json_decode(biz)
-  end
-  if type(biz) ~= "table" then
-    return nil, errors.new("protocol", "the notification has no biz_data object", ctx)
-  end
+  local biz, env, sealed = envelope.notification(self.o.merchant_key, self.o.partner_id, raw_body)
+  if not biz then return nil, env end
   local note = api.card(biz, env.request_id)
   note.notify_type = env.notify_type
   note.sealed = sealed       -- how it travelled; not who sent it

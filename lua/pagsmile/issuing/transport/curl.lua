@@ -2,8 +2,9 @@
 -- reused between requests so the connection stays alive. Same interface as transport/ngx.lua:
 --   t:request{ url, body, headers = { [name] = value }, timeout, connect_timeout }  (seconds)
 --     -> { status, body, connects, time }
---        | nil, { kind, message, curl_code, sent, retryable, setting }
+--        | nil, err (errors.lua: kind, message, curl_code, sent, retryable, setting)
 local core = require "pagsmile.issuing.core"
+local errors = require "pagsmile.issuing.errors"
 
 local M = { name = "curl" }
 
@@ -14,8 +15,6 @@ local DEFAULT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT = 30, 5
 local Transport = {}
 Transport.__index = Transport
 
-local error_mt = { __tostring = function(e) return e.kind .. ": " .. e.message end }
-
 local type, pairs, tostring, setmetatable = type, pairs, tostring, setmetatable
 local sort, ceil, find, match, gsub, lower = table.sort, math.ceil, string.find, string.match,
   string.gsub, string.lower
@@ -25,8 +24,7 @@ function M.new(opts)
   opts = opts or {}
   local handle, err = core.http()
   if not handle then
-    return nil, setmetatable({ kind = "transport", message = err, sent = false, retryable = false },
-                             error_mt)
+    return nil, errors.transport("transport", err, false, "setup")
   end
   return setmetatable({
     handle = handle,
@@ -91,15 +89,15 @@ local function hint(code, opts)
 end
 
 -- Says where the request went and, when the failure points at a setting, which one.
-local function explain(err, url, opts)
+local function failure(url, opts, kind, message, curl_code, sent, cause)
   local where = target(url)
   if where then
-    err.message = err.message .. ", talking to " .. where
+    message = message .. ", talking to " .. where
       .. (opts.proxy and opts.proxy ~= "" and " through the proxy" or "")
   end
-  local setting, text = hint(err.curl_code, opts)
-  if setting then err.setting, err.message = setting, err.message .. "; " .. text end
-  return setmetatable(err, error_mt)
+  local setting, text = hint(curl_code, opts)
+  if setting then message = message .. "; " .. text end
+  return nil, errors.transport(kind, message, sent, cause, { curl_code = curl_code, setting = setting })
 end
 
 function Transport:request(req)
@@ -107,8 +105,9 @@ function Transport:request(req)
   opts.headers = req.headers and header_lines(req.headers) or nil
   opts.timeout_ms = ceil((req.timeout or DEFAULT_TIMEOUT) * 1000)
   opts.connect_timeout_ms = ceil((req.connect_timeout or DEFAULT_CONNECT_TIMEOUT) * 1000)
-  local status, body, info = self.handle:request(req.url, req.body or "", opts)
-  if not status then return nil, explain(body, req.url, opts) end
+  local status, body, info, curl_code, sent, cause = self.handle:request(req.url, req.body or "", opts)
+  -- on failure: nil, kind, message, curl_code, sent, cause
+  if not status then return failure(req.url, opts, body, info, curl_code, sent, cause) end
   return { status = status, body = body, connects = info.connects, time = info.time_ms / 1000 }
 end
 
