@@ -27,9 +27,11 @@ build = {
     ["pagsmile.issuing"] = "lua/pagsmile/issuing.lua",
     ["pagsmile.issuing.api"] = "lua/pagsmile/issuing/api.lua",
     ["pagsmile.issuing.client"] = "lua/pagsmile/issuing/client.lua",
+    ["pagsmile.issuing.endpoints"] = "lua/pagsmile/issuing/endpoints.lua",
     ["pagsmile.issuing.envelope"] = "lua/pagsmile/issuing/envelope.lua",
     ["pagsmile.issuing.errors"] = "lua/pagsmile/issuing/errors.lua",
     ["pagsmile.issuing.options"] = "lua/pagsmile/issuing/options.lua",
+    ["pagsmile.issuing.runtime"] = "lua/pagsmile/issuing/runtime.lua",
     ["pagsmile.issuing.schema"] = "lua/pagsmile/issuing/schema.lua",
     -- the local emulator (`pagsmile-issuing emulator`): it runs in nginx's LuaJIT, so it
     -- needs this rock built for Lua 5.1 too; nginx, libnginx-mod-http-lua, lua-socket and

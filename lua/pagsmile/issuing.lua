@@ -10,6 +10,7 @@
 local core = require "pagsmile.issuing.core"
 local api = require "pagsmile.issuing.api"
 local Client = require "pagsmile.issuing.client"
+local endpoints = require "pagsmile.issuing.endpoints"
 local schema = require "pagsmile.issuing.schema"
 
 local issuing = {
@@ -36,8 +37,6 @@ function issuing.keygen()
   return core.keygen()
 end
 
-local ENDPOINTS = { apply_card = schema.apply_card, query_apply_result = schema.query_apply_result }
-
 --- Every violation of biz_data for an endpoint, without a client or a network: a dry run.
 -- At most one violation per field, in the order the client checks (the first is the error
 -- `apply_card` would return). Messages never quote the values.
@@ -47,15 +46,18 @@ local ENDPOINTS = { apply_card = schema.apply_card, query_apply_result = schema.
 -- @return[2] nil
 -- @treturn[2] {violation,...} each `{ field = string, rule = string, reason = string, message = string }`
 function issuing.validate(endpoint, biz_data)
-  local spec = ENDPOINTS[endpoint]
-  if not spec then
+  local ep = type(endpoint) == "string" and endpoints[endpoint]
+  if not ep then
+    local names = {}
+    for name in pairs(endpoints) do names[#names + 1] = name end
+    table.sort(names)
     error('pagsmile.issuing.validate: unknown endpoint "' .. tostring(endpoint)
-      .. '" (apply_card, query_apply_result)', 2)
+      .. '" (' .. table.concat(names, ", ") .. ')', 2)
   end
   if type(biz_data) ~= "table" then
     error("pagsmile.issuing.validate: biz_data must be a table", 2)
   end
-  local clean, violations = schema.validate_all(spec, biz_data)
+  local clean, violations = schema.validate_all(ep.schema, biz_data)
   if not clean then return nil, violations end
   return true
 end

@@ -10,6 +10,7 @@
 -- process, so a read-modify-write without a yield in between is atomic.
 -- Never logs bodies, keys or PANs; the sandbox never makes or stores a full PAN.
 local core = require "pagsmile.issuing.core"
+local endpoints = require "pagsmile.issuing.endpoints"
 local schema = require "pagsmile.issuing.schema"
 
 local M = {}
@@ -401,10 +402,13 @@ local function query(_, biz)
   return nil, card_data(order, true)
 end
 
-local ENDPOINTS = {
-  ["/issuing/card/apply"] = { schema = schema.apply_card, run = apply },
-  ["/issuing/card/query-apply-card-result"] = { schema = schema.query_apply_result, run = query },
-}
+-- The emulator's handler of each endpoint of the client's table (endpoints.lua), by name.
+local HANDLERS = { apply_card = apply, query_apply_result = query }
+
+local ENDPOINTS = {}
+for name, ep in pairs(endpoints) do
+  ENDPOINTS[ep.path] = { schema = ep.schema, run = assert(HANDLERS[name], name) }
+end
 
 local function read_body()
   ngx.req.read_body()

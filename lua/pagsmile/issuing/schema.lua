@@ -496,7 +496,8 @@ end
 -- Returns a new table ready for JSON encoding (biz_data itself is never modified), or nil,
 -- the dotted path of the first violation, the reason (a sentence) and the rule it breaks.
 function schema.validate(obj, biz_data)
-  if type(obj) ~= "table" or not obj.known then error("not a schema table", 2) end
+  if type(obj) ~= "table" or not obj.fields then error("not a schema table", 2) end
+  if not obj.known then schema.register(obj) end
   if type(biz_data) ~= "table" then error("biz_data must be a table", 2) end
   return validate_object(obj, biz_data)
 end
@@ -504,7 +505,8 @@ end
 --- Like validate, but on failure returns nil and every violation, in validate's order (the
 -- first is validate's error), each { field =, rule =, reason =, message = }.
 function schema.validate_all(obj, biz_data)
-  if type(obj) ~= "table" or not obj.known then error("not a schema table", 2) end
+  if type(obj) ~= "table" or not obj.fields then error("not a schema table", 2) end
+  if not obj.known then schema.register(obj) end
   if type(biz_data) ~= "table" then error("biz_data must be a table", 2) end
   local all = {}
   local clean = validate_object(obj, biz_data, all)
@@ -559,7 +561,11 @@ local function compile(obj, prefix, label)
   end
 end
 
-compile(schema.apply_card, "", schema.apply_card.name)
-compile(schema.query_apply_result, "", schema.query_apply_result.name)
+--- Prepares an endpoint's schema table (paths, name sets, reason texts) once; endpoints.lua
+-- registers every endpoint's, and validate does it for a table it has not seen.
+function schema.register(obj)
+  if not obj.known then compile(obj, "", obj.name) end
+  return obj
+end
 
 return schema
