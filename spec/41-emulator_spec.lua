@@ -280,8 +280,9 @@ describe("issue 10 item 11: finding the library for nginx's LuaJIT", function()
     local function sh_ok(cmd, ...) assert.is_true(select(2, helpers.sh(cmd:format(...))), cmd) end
     sh_ok("mkdir -p %s/share/lua/5.4/pagsmile/issuing %s/lib/lua/5.4/pagsmile/issuing", tree, tree)
     sh_ok("cp -r lua/pagsmile/* %s/share/lua/5.4/pagsmile/", tree)
+    sh_ok("cp -r lua/pagsmile_emulator %s/share/lua/5.4/", tree) -- the emulator's own tree
     sh_ok("cp build/5.4/pagsmile/issuing/core.so %s/lib/lua/5.4/pagsmile/issuing/", tree)
-    local probe = ("cd / && LUA_PATH=%s LUA_CPATH=%s lua5.4 -e 'print(require(\"pagsmile.issuing.emulator.nginx\")"
+    local probe = ("cd / && LUA_PATH=%s LUA_CPATH=%s lua5.4 -e 'print(require(\"pagsmile_emulator.nginx\")"
       .. ".library_dirs())'"):format(q(tree .. "/share/lua/5.4/?.lua;;"), q(tree .. "/lib/lua/5.4/?.so;;"))
     local out = helpers.sh(probe)
     assert.matches("^nil\tthe local emulator runs in nginx's LuaJIT and needs pagsmile%-issuing built for "

@@ -11,6 +11,7 @@ local core = require "pagsmile.issuing.core"
 local api = require "pagsmile.issuing.api"
 local Client = require "pagsmile.issuing.client"
 local endpoints = require "pagsmile.issuing.endpoints"
+local json = require "pagsmile.issuing.json"
 local schema = require "pagsmile.issuing.schema"
 
 local issuing = {
@@ -65,10 +66,11 @@ end
 --- A 64-bit id for biz_data on runtimes without 64-bit integers (5.1, LuaJIT): accepts a
 -- decimal string. Plain integers and decimal strings are accepted as ids anyway.
 -- @function long
--- @tparam string|int v a decimal string, an integer (within 2^53 on 5.1/LuaJIT), or a long
+-- @tparam string|int v a decimal string, an integer (within 2^53 on 5.1/LuaJIT), a long, or
+-- LuaJIT's `123LL` (issue 11 item 6: it works where `apply_card{holder_id = 123LL}` did)
 -- @treturn[1] userdata the id; `tostring` gives its decimal digits
 -- @return[2] nil
 -- @treturn[2] string why `v` is not a 64-bit integer
-issuing.long = core.long
+issuing.long = json.long
 
 return issuing

@@ -126,4 +126,15 @@ function envelope.notification(key, partner_id, raw_body)
   return biz, env, sealed
 end
 
+-- The primitives both sides of the envelope use, for the platform's side (the local
+-- emulator, tests) without reaching into the C core: keys from PEM or Base64 text, a key
+-- pair, sealing a value to a public key and unsealing it with the private one (SPEC.md §3),
+-- a request_id.
+envelope.public_key = core.public_key    -- text -> key | nil, message
+envelope.private_key = core.private_key  -- text -> key | nil, message
+envelope.keygen = core.keygen            -- -> private PEM, public PEM, public Base64
+envelope.seal = seal                     -- (public_key, value) -> random_key, data, session
+envelope.unseal = unseal                 -- (private_key, random_key, data) -> value | nil, message
+envelope.request_id = core.request_id
+
 return envelope
