@@ -30,6 +30,7 @@ build = {
     ["pagsmile.issuing.endpoints"] = "lua/pagsmile/issuing/endpoints.lua",
     ["pagsmile.issuing.envelope"] = "lua/pagsmile/issuing/envelope.lua",
     ["pagsmile.issuing.errors"] = "lua/pagsmile/issuing/errors.lua",
+    ["pagsmile.issuing.http"] = "lua/pagsmile/issuing/http.lua",
     ["pagsmile.issuing.json"] = "lua/pagsmile/issuing/json.lua",
     ["pagsmile.issuing.options"] = "lua/pagsmile/issuing/options.lua",
     ["pagsmile.issuing.runtime"] = "lua/pagsmile/issuing/runtime.lua",

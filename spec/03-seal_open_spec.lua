@@ -3,6 +3,7 @@
 local core = require "pagsmile.issuing.core"
 local envelope = require "pagsmile.issuing.envelope"
 local helpers = require "helpers"
+local hostile = require "support.hostile"
 
 local KEY, IV = "0123456789abcdef", "A1B2C3D4E5F60718"
 local unpack = table.unpack or unpack
@@ -167,29 +168,19 @@ describe("seal and open #core", function()
     end)
 
     local good_rk, good_data
+    -- The shared table of hostile answers (spec/support/hostile.lua): its protocol cases.
     local function malformed()
       local rk, data = core.seal(merchant_pub, { card_token = "tok" })
       good_rk, good_data = rk, data
       local other = core.public_key(helpers.keypair("other").public_pem)
       local wrong_rk, wrong_data = core.seal(other, { card_token = "tok" })
-      local function env(t) t.code = t.code or "10000"; return core.json_encode(t) end
-      return {
-        { "empty body", "" },
-        { "not JSON", "<html>502 Bad Gateway</html>" },
-        { "truncated JSON", env { random_key = rk, data = data }:sub(1, 100) },
-        { "a JSON array", "[1,2]" },
-        { "no code", '{"msg":"x"}' },
-        { "data of another type", env { data = 5 } },
-        { "bad Base64 in random_key", env { random_key = "!!!!" .. rk:sub(5), data = data } },
-        { "truncated random_key", env { random_key = rk:sub(1, 300), data = data } },
-        { "random_key for another merchant", env { random_key = wrong_rk, data = data } },
-        { "non-hex IV", env { random_key = rk, data = "ZZZZZZZZZZZZZZZZ" .. data:sub(17) } },
-        { "short data", env { random_key = rk, data = data:sub(1, 10) } },
-        { "bad Base64 after the IV", env { random_key = rk, data = data:sub(1, 16) .. "@@@@" } },
-        { "misaligned ciphertext", env { random_key = rk, data = data:sub(1, 16) .. "QUJDRA==" } },
-        { "bad padding (another key's ciphertext)", env { random_key = rk, data = wrong_data } },
-        { "no ciphertext after the IV", env { random_key = rk, data = data:sub(1, 16) } },
-      }
+      local function envelope_of(k, d) return core.json_encode { code = "10000", random_key = k, data = d } end
+      local cases = {}
+      for _, c in ipairs(hostile.answers { answer = envelope_of, rk = rk, data = data,
+                                           wrong_rk = wrong_rk, wrong_data = wrong_data }) do
+        if c[3] == "protocol" then cases[#cases + 1] = c end
+      end
+      return cases
     end
 
     it("refuses every malformed answer as a protocol error, without crashing", function()
@@ -198,6 +189,7 @@ describe("seal and open #core", function()
         assert.is_nil(data, case[1])
         assert.equal("protocol", err.kind, case[1])
         assert.is_string(err.message, case[1])
+        assert.matches(case[4], err.message, nil, nil, case[1])
       end
       -- The good pair still opens: the failures above left no stale state behind.
       assert.same({ card_token = "tok" },

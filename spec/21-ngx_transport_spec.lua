@@ -2,46 +2,13 @@
 -- second real nginx ("upstream", plain and TLS). The proxy's /t location makes the request
 -- described by its query string and reports the result in X-* headers.
 local http = require "socket.http"
-local ltn12 = require "ltn12"
 local nginx = require "sandbox.nginx"
+local helpers = require "helpers"
 local tls = require "sandbox.tls"
 
--- One transport per location and verify setting, kept for the worker as a client would be.
-local HANDLER = [[
-  local cache = package.loaded["spec.transports"] or {}
-  package.loaded["spec.transports"] = cache
-  local key = ngx.var.uri .. (ngx.var.arg_verify or "")
-  local t = cache[key]
-  if not t then
-    t = require("pagsmile.issuing.transport.ngx").new{ ssl_verify = ngx.var.arg_verify ~= "0" }
-    cache[key] = t
-  end
-  ngx.req.read_body()
-  local body = ngx.req.get_body_data() or ""
-  local scheme = ngx.var.arg_tls == "1" and "https" or "http"
-  local url = scheme .. "://" .. (ngx.var.arg_host or "127.0.0.1") .. ":" .. ngx.var.arg_port
-              .. ngx.unescape_uri(ngx.var.arg_path or "/echo")
-  local connects, res, err = 0, nil, nil
-  for _ = 1, tonumber(ngx.var.arg_n) or 1 do
-    res, err = t:request{ url = url, body = body, timeout = tonumber(ngx.var.arg_timeout) or 5,
-                          connect_timeout = 2,
-                          headers = { ["Content-Type"] = "application/json; charset=UTF-8" } }
-    if not res then break end
-    connects = connects + res.connects
-  end
-  ngx.header["X-Connects"] = connects
-  if res then
-    ngx.header["X-Status"] = res.status
-    ngx.header["X-Time"] = res.time
-    ngx.print(res.body)
-  else
-    ngx.status = 502
-    ngx.header["X-Kind"] = err.kind
-    ngx.header["X-Sent"] = tostring(err.sent)
-    ngx.header["X-Retryable"] = tostring(err.retryable)
-    ngx.print(err.message)
-  end
-]]
+-- The proxy's side: spec/support/ngx_request.lua, one transport per location and verify
+-- setting, kept for the worker as a client would keep it.
+local HANDLER = [[ require("spec.support.ngx_request")() ]]
 
 local function binary_body(n)
   local t = {}
@@ -174,15 +141,8 @@ describe("ngx transport", function()
   end)
 
   local function call(query, body, location)
-    local out = {}
-    local _, code, headers = http.request{
-      url = proxy.url .. (location or "/t") .. "?" .. query,
-      method = "POST",
-      source = ltn12.source.string(body or ""),
-      headers = { ["Content-Length"] = tostring(#(body or "")) },
-      sink = ltn12.sink.table(out),
-    }
-    return code, headers or {}, table.concat(out)
+    local code, got, headers = helpers.http("POST", proxy.url .. (location or "/t") .. "?" .. query, body or "")
+    return code, headers, got
   end
 
   local function upstream_connections()

@@ -3,13 +3,12 @@
 -- against one upstream nginx: status and body, `sent`, `retryable`, the error kinds, the
 -- deadline, the setting a failure points at. A custom `transport = table` (README, Settings)
 -- is held to the same contract.
-local http = require "socket.http"
-local ltn12 = require "ltn12"
 local errors = require "pagsmile.issuing.errors"
 local json = require "pagsmile.issuing.json"
 local nginx = require "sandbox.nginx"
 local tls = require "sandbox.tls"
 local curl = require "pagsmile.issuing.transport.curl"
+local helpers = require "helpers"
 
 describe("transport contract (curl and ngx)", function()
   local upstream, proxy, tls_port, refused_port
@@ -69,14 +68,9 @@ describe("transport contract (curl and ngx)", function()
   end
 
   function via.ngx(req)
-    local out = {}
-    local body = json.encode(req)
-    local _, code = http.request{
-      url = proxy.url .. "/t", method = "POST", source = ltn12.source.string(body),
-      headers = { ["Content-Length"] = tostring(#body) }, sink = ltn12.sink.table(out),
-    }
+    local code, got = helpers.http("POST", proxy.url .. "/t", json.encode(req))
     assert.equal(200, code)
-    return assert(json.decode(table.concat(out)))
+    return assert(json.decode(got))
   end
 
   local function url(path, port, scheme)
@@ -139,7 +133,6 @@ describe("transport contract (curl and ngx)", function()
 
   it("a custom transport table is held to the same contract by the client", function()
     local issuing = require "pagsmile.issuing"
-    local helpers = require "helpers"
     local seen = {}
     local custom = {
       request = function(_, req)

@@ -5,7 +5,6 @@ local core = require "pagsmile.issuing.core"
 local launch = require "sandbox.launch"
 local nginx = require "sandbox.nginx"
 local http = require "socket.http"
-local ltn12 = require "ltn12"
 local socket = require "socket"
 local helpers = require "helpers"
 
@@ -57,13 +56,9 @@ local function exit_status(r)
 end
 
 local function control(url, method, body)
-  local out = {}
   body = body and assert(core.json_encode(body)) or ""
-  local _, code = http.request{
-    url = url, method = method, source = ltn12.source.string(body), sink = ltn12.sink.table(out),
-    headers = { ["Content-Type"] = "application/json", ["Content-Length"] = tostring(#body) },
-  }
-  return code, core.json_decode(table.concat(out))
+  local code, got = helpers.http(method, url, body, { ["Content-Type"] = "application/json" })
+  return code, core.json_decode(got)
 end
 
 local function client_for(r, merchant_private_pem, keys_dir)

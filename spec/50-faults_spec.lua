@@ -15,22 +15,9 @@ local BOUND = kit.TIMEOUT + kit.SLACK
 
 describe("faults", function()
   local sb, runner
+  kit.fixture(lazy_setup, lazy_teardown, before_each, function(s, r) sb, runner = s, r end)
 
-  lazy_setup(function()
-    sb = launch.start {}
-    runner = kit.start_runner()
-  end)
-
-  lazy_teardown(function()
-    if runner then runner.stop() end
-    if sb then sb:stop() end
-  end)
-
-  before_each(function() assert(sb:faults(nil)) end)
-
-  local function order_of(order_no)
-    return assert(sb:orders())[order_no]
-  end
+  local function order_of(order_no) return kit.order_of(sb, order_no) end
 
   -- What became of an order, asked after the faults are gone (nothing lost, nothing extra).
   local function settled(order_no)

@@ -1,3 +1,4 @@
+-- luacheck: globals ngx
 -- Inside nginx: one request through the cosocket transport, described by the JSON body of the
 -- request (url, body, timeout, connect_timeout), answered with what the transport returned,
 -- as JSON. spec/23 holds both transports to one contract with it.

@@ -151,43 +151,15 @@ local NULL = core.null
 
 -- Length in code points of a valid UTF-8 string without control characters (C0, DEL, C1),
 -- or nil and the reason. Overlongs, surrogates, code points above U+10FFFF and truncated
--- sequences are invalid.
+-- sequences are invalid: the C core's rule (core.text_length), the JSON encoder's own, so
+-- what passes here always encodes.
+local TEXT_REASONS = { utf8 = BAD_UTF8, control = CONTROL }
+local core_text_length = core.text_length
 local function text_length(s)
-  local n = #s
-  if not find(s, "[^ -~]") then return n end -- printable ASCII, the common case
-  local count, i = 0, 1
-  while i <= n do
-    local c = byte(s, i)
-    if c < 0x80 then
-      if c < 0x20 or c == 0x7F then return nil, CONTROL end
-      i = i + 1
-    elseif c < 0xC2 then -- a stray continuation byte, or an overlong 2-byte lead
-      return nil, BAD_UTF8
-    elseif c < 0xE0 then
-      local c2 = byte(s, i + 1)
-      if not c2 or c2 < 0x80 or c2 > 0xBF then return nil, BAD_UTF8 end
-      if c == 0xC2 and c2 < 0xA0 then return nil, CONTROL end -- U+0080..U+009F
-      i = i + 2
-    elseif c < 0xF0 then
-      local c2, c3 = byte(s, i + 1, i + 2)
-      if not c3 or c3 < 0x80 or c3 > 0xBF then return nil, BAD_UTF8 end
-      local lo, hi = 0x80, 0xBF
-      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end -- overlong, surrogates
-      if c2 < lo or c2 > hi then return nil, BAD_UTF8 end
-      i = i + 3
-    elseif c < 0xF5 then
-      local c2, c3, c4 = byte(s, i + 1, i + 3)
-      if not c4 or c3 < 0x80 or c3 > 0xBF or c4 < 0x80 or c4 > 0xBF then return nil, BAD_UTF8 end
-      local lo, hi = 0x80, 0xBF
-      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end -- overlong, > U+10FFFF
-      if c2 < lo or c2 > hi then return nil, BAD_UTF8 end
-      i = i + 4
-    else
-      return nil, BAD_UTF8
-    end
-    count = count + 1
-  end
-  return count
+  if not find(s, "[^ -~]") then return #s end -- printable ASCII, the common case
+  local n, why = core_text_length(s)
+  if n then return n end
+  return nil, TEXT_REASONS[why]
 end
 
 -- Numbers ----------------------------------------------------------------------------------

@@ -5,12 +5,13 @@
 --     -> { status, body, headers, connects, time }
 --        | nil, err (errors.lua: kind, message, sent, retryable, setting)
 local errors = require "pagsmile.issuing.errors"
+local http = require "pagsmile.issuing.http"
 
 local M = { name = "ngx" }
 
-local MAX_BODY = 1024 * 1024
+local MAX_BODY = http.MAX_BODY
 local MAX_HEADERS = 100
-local DEFAULT_UA = "pagsmile-issuing (ngx)"
+local DEFAULT_UA = http.USER_AGENT .. " (ngx)"
 
 local Transport = {}
 Transport.__index = Transport
@@ -23,19 +24,21 @@ local url_cache, url_cache_n = {}, 0
 local function parse_url(url)
   local hit = url_cache[url]
   if hit then return hit end
-  local scheme, authority, path = match(url, "^(%a[%w+.-]*)://([^/?#]+)([^#]*)")
+  local scheme, bracketed, port_text, path = http.split_url(url)
   if not scheme then return nil, "bad url" end
   scheme = lower(scheme)
   if scheme ~= "http" and scheme ~= "https" then return nil, "unsupported url scheme" end
-  local host, port = match(authority, "^%[([^%]]+)%]:?(%d*)$")
-  if not host then host, port = match(authority, "^([^:]+):?(%d*)$") end
-  if not host or host == "" then return nil, "bad url host" end
+  local host = match(bracketed, "^%[(.+)%]$") or bracketed
+  local port = match(port_text, "^:?(%d*)$")
+  if host == "" or not port or (host == bracketed and find(host, "[%[%]]")) then
+    return nil, "bad url host"
+  end
   local tls = scheme == "https"
   local default_port = tls and 443 or 80
   port = tonumber(port) or default_port
   if port < 1 or port > 65535 then return nil, "bad url port" end
   if path == "" then path = "/" end
-  local host_header = port == default_port and authority:gsub(":%d*$", "") or authority
+  local host_header = port == default_port and bracketed or (bracketed .. ":" .. port)
   -- nginx resolves names only through a `resolver`; "localhost" needs none. An IPv6
   -- literal keeps its brackets for connect.
   local addr = lower(host) == "localhost" and "127.0.0.1" or host
@@ -239,7 +242,7 @@ end
 -- A header (or trailer) line: a token name, a colon, the value. Obsolete line folding,
 -- space before the colon and stray control characters are refused (RFC 9112 §5).
 local function header_line(h)
-  local name, value = match(h, "^([%w!#$%%&'*+.^_`|~-]+):[ \t]*(.-)[ \t]*$")
+  local name, value = match(h, "^([%w!#$%%&'*+.^_`|~-]+):[ \t]*(.-)[ \t]*$") -- http.TOKEN
   if not name or find(value, "[%z\1-\8\10-\31\127]") then return nil end
   return lower(name), value
 end
@@ -325,7 +328,7 @@ local function request(self, req)
   local started = ngx.now()
   local u, uerr = parse_url(req.url)
   if not u then return fail("transport", uerr, false, nil, "url") end
-  local timeout = req.timeout or 30
+  local timeout = req.timeout or http.TIMEOUT
   local connect_timeout = math.min(req.connect_timeout or timeout, timeout)
   local body = req.body or ""
   local verify = u.tls and self.ssl_verify or false
@@ -388,7 +391,7 @@ local function request(self, req)
   }
   for name, value in pairs(req.headers or {}) do
     if not SKIP[lower(name)] then
-      if find(name, "[\r\n:]") or find(tostring(value), "[\r\n]") then
+      if not http.header_ok(name, value) then
         return fail("transport", "bad request header", false, sock, "header")
       end
       local n = #lines
@@ -460,11 +463,8 @@ end
 function Transport:request(req)
   local res, kind, message, sent, cause = request(self, req)
   if res then return res end
-  local u = parse_url(req.url)
-  if u then
-    local host = find(u.host, ":", 1, true) and "[" .. u.host .. "]" or u.host
-    message = message .. ", talking to " .. host .. ":" .. u.port
-  end
+  local where = parse_url(req.url) and http.target(req.url)
+  if where then message = message .. ", talking to " .. where end
   local setting
   if cause == "certificate" then
     setting = "lua_ssl_trusted_certificate"
