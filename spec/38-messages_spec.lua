@@ -18,7 +18,8 @@ local EARLY = 3
 
 describe("messages", function()
   local sb, runner
-  kit.fixture(lazy_setup, lazy_teardown, before_each, function(s, r) sb, runner = s, r end)
+  local transports = kit.fixture(lazy_setup, lazy_teardown, before_each,
+    function(s, r) sb, runner = s, r end)
 
   -- The client's default timeout, unless `over` says otherwise.
   local function options(over)
@@ -40,11 +41,6 @@ describe("messages", function()
       end
     end
   end
-
-  local transports = {
-    { name = "curl", run = function(input) return kit.run_curl(input) end },
-    { name = "ngx", run = function(input) return kit.run_ngx(runner, input) end },
-  }
 
   for _, t in ipairs(transports) do
     describe("on the " .. t.name .. " transport", function()

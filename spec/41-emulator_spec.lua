@@ -191,23 +191,7 @@ describe("issue 10 item 11: the local emulator command", function()
   end)
 end)
 
-local RECEIVER = [[
-  lua_shared_dict got 1m;
-  server {
-    listen 127.0.0.1:${port};
-    location = /callback {
-      content_by_lua_block {
-        ngx.req.read_body()
-        local d = ngx.shared.got
-        d:set(d:incr("n", 1, 0), ngx.req.get_body_data() or "")
-        ngx.say("ok")
-      }
-    }
-    location = /got {
-      content_by_lua_block { ngx.print(ngx.shared.got:get(tonumber(ngx.var.arg_n)) or "") }
-    }
-  }
-]]
+local RECEIVER = require("support.receiver").CONFIG -- POST /callback, GET /got?n=N
 
 describe("issue 10 item 11: pending orders complete by time and fire the callback", function()
   local receiver, received = nil, 0

@@ -14,8 +14,8 @@ local APPLY, QUERY = kit.APPLY, kit.QUERY
 local BOUND = kit.TIMEOUT + kit.SLACK
 
 describe("faults", function()
-  local sb, runner
-  kit.fixture(lazy_setup, lazy_teardown, before_each, function(s, r) sb, runner = s, r end)
+  local sb
+  local transports = kit.fixture(lazy_setup, lazy_teardown, before_each, function(s) sb = s end)
 
   local function order_of(order_no) return kit.order_of(sb, order_no) end
 
@@ -27,11 +27,6 @@ describe("faults", function()
     client:close()
     return card, err
   end
-
-  local transports = {
-    { name = "curl", run = function(input) return kit.run_curl(input) end },
-    { name = "ngx", run = function(input) return kit.run_ngx(runner, input) end },
-  }
 
   for _, t in ipairs(transports) do
     describe("on the " .. t.name .. " transport", function()

@@ -53,15 +53,10 @@ local function label(f)
 end
 
 describe("settling an ambiguous apply", function()
-  local sb, runner
-  kit.fixture(lazy_setup, lazy_teardown, before_each, function(s, r) sb, runner = s, r end)
+  local sb
+  local transports = kit.fixture(lazy_setup, lazy_teardown, before_each, function(s) sb = s end)
 
   local function order_of(order_no) return kit.order_of(sb, order_no) end
-
-  local transports = {
-    { name = "curl", run = function(input) return kit.run_curl(input) end },
-    { name = "ngx", run = function(input) return kit.run_ngx(runner, input) end },
-  }
 
   for _, t in ipairs(transports) do
     describe("on the " .. t.name .. " transport", function()

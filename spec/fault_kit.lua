@@ -85,7 +85,8 @@ local RUNNER = [[
 
 -- The setup the fault specs share (give it busted's lazy_setup, lazy_teardown and
 -- before_each): a sandbox and a runner started once for the block, every fault cleared
--- before each test. `ready(sb, runner)` hands them to the spec.
+-- before each test. `ready(sb, runner)` hands them to the spec. Returns the two ways to run
+-- a call: { name = "curl" | "ngx", run = function(input) -> outcome } (see kit.run_curl).
 function kit.fixture(lazy_setup, lazy_teardown, before_each, ready)
   local sb, runner
   lazy_setup(function()
@@ -98,6 +99,10 @@ function kit.fixture(lazy_setup, lazy_teardown, before_each, ready)
     if sb then sb:stop() end
   end)
   before_each(function() assert(sb:faults(nil)) end)
+  return {
+    { name = "curl", run = function(input) return kit.run_curl(input) end },
+    { name = "ngx", run = function(input) return kit.run_ngx(runner, input) end },
+  }
 end
 
 -- What the sandbox's order book holds for order_no (nil if nothing).

@@ -256,9 +256,10 @@ function Client:_read(call, ep, biz, deadline, persist, settle)
   end
 end
 
--- The endpoint's biz_data, validated: the clean copy, or nil and a validation error.
-local function validate(ep, biz_data)
-  if type(biz_data) ~= "table" then error("pagsmile.issuing: biz_data must be a table", 3) end
+-- The endpoint's biz_data, validated: the clean copy, or nil and a validation error. A
+-- non-table raises at the public method's caller (`level`, 3 from a public method).
+local function validate(ep, biz_data, level)
+  if type(biz_data) ~= "table" then error("pagsmile.issuing: biz_data must be a table", level or 3) end
   local clean, field, reason = schema.validate(ep.schema, biz_data)
   if not clean then
     local key = biz_data[ep.key]
@@ -311,10 +312,19 @@ end
 -- @treturn[2] error `err.outcome == "unknown"` when the apply may have created the order
 function Client:apply_card(biz_data)
   check_open(self, "apply_card")
-  local clean, verr = validate(APPLY, biz_data)
+  local result, err = self:_one_call(APPLY, biz_data)
+  return result, err -- not a tail call: a raise in _one_call names the caller's line
+end
+
+-- One call of endpoint `ep`, its deadline `timeout` from now: a write settled as apply_card
+-- is, a read retried up to max_retries. Validation errors are returned; a biz_data that is
+-- not a table raises at the public method's caller.
+function Client:_one_call(ep, biz_data)
+  local clean, verr = validate(ep, biz_data, 4)
   if not clean then return nil, verr end
-  local call = self:_begin(APPLY, clean.order_no)
-  return self:_call(call, self._write, clean, call.rt.now() + self.o.timeout)
+  local call = self:_begin(ep, clean[ep.key])
+  return self:_call(call, ep.kind == "write" and self._write or self._read_call, clean,
+    call.rt.now() + self.o.timeout)
 end
 
 -- The write loop (apply_card's). Once one attempt may have reached the platform (`ambiguous`
@@ -411,10 +421,23 @@ end
 -- @treturn[2] error `sub_code == "order-not-found"` for an order the platform does not know
 function Client:query_apply_result(order_no)
   check_open(self, "query_apply_result")
-  local clean, verr = validate(QUERY, { order_no = order_no })
-  if not clean then return nil, verr end
-  local call = self:_begin(QUERY, clean.order_no)
-  return self:_call(call, self._read_call, clean, call.rt.now() + self.o.timeout)
+  return self:_one_call(QUERY, { order_no = order_no })
+end
+
+--- Any endpoint of the client's table by name, with its biz_data: what apply_card and
+-- query_apply_result are for their endpoints (the same validation, deadline, retries and
+-- settling), for an endpoint that has no method of its own yet.
+-- @tparam string endpoint `"apply_card"`, `"query_apply_result"`, or a newer one
+-- @tparam biz_data biz_data the endpoint's biz_data, validated before anything is sent
+-- @treturn[1] table the endpoint's result (a card for these two)
+-- @return[2] nil
+-- @treturn[2] error as for the endpoint's own method
+function Client:call(endpoint, biz_data)
+  check_open(self, "call")
+  local ep = type(endpoint) == "string" and endpoints[endpoint]
+  if not ep then error('pagsmile.issuing: no endpoint "' .. tostring(endpoint) .. '"', 2) end
+  local result, err = self:_one_call(ep, biz_data)
+  return result, err
 end
 
 local function positive_seconds(v)
@@ -427,10 +450,11 @@ end
 -- and raises, as before.
 local WAIT_OPTIONS = { timeout = true, interval = true, on_update = true }
 
-local function check_wait(wait, call)
+-- Raises at `level` (the public method's caller) for a bad value.
+local function check_wait(wait, call, level)
   if wait == nil then wait = {} end
   if type(wait) ~= "table" then
-    error("pagsmile.issuing: the options of " .. call .. " must be a table or nil", 3)
+    error("pagsmile.issuing: the options of " .. call .. " must be a table or nil", level)
   end
   for k in pairs(wait) do
     if not WAIT_OPTIONS[k] then
@@ -441,13 +465,26 @@ local function check_wait(wait, call)
   local w = { timeout = wait.timeout or 60, interval = wait.interval or 2, on_update = wait.on_update }
   for _, name in ipairs { "timeout", "interval" } do
     if not positive_seconds(w[name]) then
-      error("pagsmile.issuing: wait." .. name .. " must be a positive, finite number of seconds", 3)
+      error("pagsmile.issuing: wait." .. name .. " must be a positive, finite number of seconds", level)
     end
   end
   if w.on_update ~= nil and type(w.on_update) ~= "function" then
-    error("pagsmile.issuing: wait.on_update must be a function(card) or nil", 3)
+    error("pagsmile.issuing: wait.on_update must be a function(card) or nil", level)
   end
   return w
+end
+
+-- The start both waiting calls share: their options, a deadline counted from the call on
+-- the call's own clock, validation. Returns call, clean biz, deadline, w, or nil, err; a bad
+-- value raises at the caller of the public method `method`.
+function Client:_start_wait(method, ep, biz_data, wait)
+  local w, werr = check_wait(wait, method, 4)
+  if not w then return nil, werr end
+  local rt = self:_runtime()
+  local deadline = rt.now() + w.timeout
+  local clean, verr = validate(ep, biz_data, 4)
+  if not clean then return nil, verr end
+  return { rt = rt, ep = ep, key = clean[ep.key] }, clean, deadline, w
 end
 
 --- Applies, then follows a processing order with Query Apply Result every `interval` seconds
@@ -461,13 +498,8 @@ end
 -- @treturn[2] error kind `"timeout"` with `err.card` when the order is still processing
 function Client:apply_card_and_wait(biz_data, wait)
   check_open(self, "apply_card_and_wait")
-  local w, werr = check_wait(wait, "apply_card_and_wait")
-  if not w then return nil, werr end
-  local rt = self:_runtime()
-  local deadline = rt.now() + w.timeout
-  local clean, verr = validate(APPLY, biz_data)
-  if not clean then return nil, verr end
-  local call = { rt = rt, ep = APPLY, key = clean.order_no }
+  local call, clean, deadline, w = self:_start_wait("apply_card_and_wait", APPLY, biz_data, wait)
+  if not call then return nil, clean end
   return self:_call(call, self._apply_and_wait, clean, deadline, w)
 end
 
@@ -492,13 +524,9 @@ end
 -- the refusal of the query (e.g. kind `"api"`, sub_code `"order-not-found"`)
 function Client:wait_apply_result(order_no, wait)
   check_open(self, "wait_apply_result")
-  local w, werr = check_wait(wait, "wait_apply_result")
-  if not w then return nil, werr end
-  local rt = self:_runtime()
-  local deadline = rt.now() + w.timeout
-  local clean, verr = validate(QUERY, { order_no = order_no })
-  if not clean then return nil, verr end
-  local call = { rt = rt, ep = QUERY, key = clean.order_no }
+  local call, clean, deadline, w = self:_start_wait("wait_apply_result", QUERY,
+    { order_no = order_no }, wait)
+  if not call then return nil, clean end
   return self:_call(call, self._follow, nil, deadline, w)
 end
 
