@@ -67,18 +67,7 @@ local RUNNER = [[
   server {
     listen 127.0.0.1:${port};
     location /run {
-      content_by_lua_block {
-        local core = require "pagsmile.issuing.core"
-        ngx.req.read_body()
-        local input = core.json_decode(ngx.req.get_body_data())
-        input.options.transport = "ngx"
-        local out = require("spec.fault_call").run(input, function()
-          ngx.update_time()
-          return ngx.now()
-        end)
-        ngx.header["Content-Type"] = "application/json"
-        ngx.print(core.json_encode(out))
-      }
+      content_by_lua_block { require("spec.fault_call").serve() }
     }
   }
 ]]

@@ -9,10 +9,7 @@ local type, pairs, ipairs, tonumber = type, pairs, ipairs, tonumber
 
 api.SANDBOX_URL = "https://card-api-sandbox.pagsmile.com"
 
-api.PATH = {
-  apply_card = "/issuing/card/apply",
-  query_apply_result = "/issuing/card/query-apply-card-result",
-}
+-- The endpoints' paths are in endpoints.lua, with the rest of each endpoint.
 
 -- §1: the docs misspell "chartset"; the correct word is sent.
 api.CONTENT_TYPE = "application/json; charset=UTF-8"

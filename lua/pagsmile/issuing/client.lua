@@ -185,7 +185,7 @@ function Client:_exchange1(call, ep, biz, deadline)
   local o = self.o
   local ctx = { [ep.key] = call.key }
   local body, request_id, session = envelope.request(o, biz, self:_timestamp())
-  if not body then return nil, errors.with(request_id, ctx) end
+  if not body then return nil, errors.with(request_id, ctx) end -- (nil, err): not encodable
   ctx.request_id = request_id
   local left = deadline - rt.now()
   if left <= 0 then

@@ -14,11 +14,11 @@ local schema = require "pagsmile.issuing.schema"
 
 local endpoints = {
   apply_card = {
-    path = api.PATH.apply_card, schema = schema.apply_card, kind = "write", key = "order_no",
+    path = "/issuing/card/apply", schema = schema.apply_card, kind = "write", key = "order_no",
     settle = "query_apply_result", result = api.card,
   },
   query_apply_result = {
-    path = api.PATH.query_apply_result, schema = schema.query_apply_result, kind = "read",
+    path = "/issuing/card/query-apply-card-result", schema = schema.query_apply_result, kind = "read",
     key = "order_no", result = api.card,
   },
 }
