@@ -85,7 +85,7 @@ build/asan/lua5.4: fuzz/asan-lua.c
 asan: deps build $(ASAN_BINS)
 	@tools/run-specs --asan
 
-# libFuzzer over what hostile answers and pasted keys reach: core.open/unseal (answers),
+# libFuzzer over what hostile answers and pasted keys reach: envelope.open/core.unseal (answers),
 # core.public_key/private_key (keys), core.json_decode (bytes). One harness (fuzz/harness.c)
 # drives fuzz/<target>.lua; the seeds come from real sandbox answers (fuzz/make-corpus.lua,
 # into build/fuzz-corpus: it holds throwaway private keys, never commit it).

@@ -2,6 +2,7 @@
 -- next to the RSA-2048 operations they cannot avoid (`openssl speed rsa2048`).
 --   make bench   (or: tools/bench bench/core.lua)
 local core = require "pagsmile.issuing.core"
+local envelope = require "pagsmile.issuing.envelope"
 local issuing = require "pagsmile.issuing"
 local helpers = require "helpers"
 
@@ -44,7 +45,7 @@ local answer = core.json_encode { code = "10000", msg = "Success", random_key = 
 local N = 2000
 local sign_s, verify_s = openssl_speed()
 local seal_s = per_op(N, function() core.seal(platform_pub, biz) end)
-local open_s = per_op(N, function() core.open(merchant_priv, answer) end)
+local open_s = per_op(N, function() envelope.open(merchant_priv, answer) end)
 local json_s = per_op(N * 10, function() core.json_decode(core.json_encode(biz)) end)
 
 -- The whole client-side cost of one apply_card (validate, seal, envelope, open, card table),
@@ -61,7 +62,7 @@ local apply_s = per_op(N, function() assert(client:apply_card(biz)) end)
 print(("%-44s %s"):format("openssl speed rsa2048: private op (sign)", sign_s and us(sign_s) or "n/a"))
 print(("%-44s %s"):format("openssl speed rsa2048: public op (verify)", verify_s and us(verify_s) or "n/a"))
 print(("%-44s %s"):format("core.seal (apply biz_data, RSA public op)", us(seal_s)))
-print(("%-44s %s"):format("core.open (apply answer, RSA private op)", us(open_s)))
+print(("%-44s %s"):format("envelope.open (apply answer, RSA private op)", us(open_s)))
 print(("%-44s %s"):format("JSON encode+decode of the apply biz_data", us(json_s)))
 print(("%-44s %s"):format("client:apply_card, client-side CPU", us(apply_s)))
 if sign_s and verify_s then

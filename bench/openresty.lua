@@ -5,7 +5,7 @@
 -- another, about 50 x 200 ms. Prints figures; asserts nothing about speed.
 --   make bench   (or: tools/bench bench/openresty.lua; BENCH_N=50 BENCH_CURL_N=10)
 local socket = require "socket"
-local core = require "pagsmile.issuing.core"
+local json = require "pagsmile.issuing.json"
 local launch = require "sandbox.launch"
 local shop_launch = require "examples.openresty.launch"
 local helpers = require "helpers"
@@ -16,7 +16,7 @@ local N = tonumber(os.getenv("BENCH_N")) or 50
 local CURL_N = tonumber(os.getenv("BENCH_CURL_N")) or 10
 
 local function request_text(port)
-  local body = assert(core.json_encode(helpers.biz { card_limit = helpers.limits() }))
+  local body = assert(json.encode(helpers.biz { card_limit = helpers.limits() }))
   return table.concat {
     "POST /cards HTTP/1.1\r\n", "Host: 127.0.0.1:", port, "\r\n",
     "Content-Type: application/json\r\n", "Content-Length: ", #body, "\r\n",

@@ -46,8 +46,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   luaL_openlibs(L);
   luaL_requiref(L, "pagsmile.issuing.core", luaopen_pagsmile_issuing_core, 0);
   lua_pop(L, 1);
-  /* The chunks share fuzz/common.lua with the corpus generator. */
-  if (luaL_dostring(L, "package.path = '" FUZZ_DIR "/?.lua;' .. package.path"))
+  /* The chunks share fuzz/common.lua with the corpus generator; "open" reads answers through
+     the library's envelope.lua. */
+  if (luaL_dostring(L, "package.path = '" FUZZ_DIR "/?.lua;" FUZZ_DIR "/../lua/?.lua;' .. package.path"))
     die("package.path");
   lua_pushcfunction(L, traceback);
   if (luaL_loadfile(L, FUZZ_DIR "/" FUZZ_TARGET ".lua")) die("load");

@@ -1,7 +1,8 @@
 -- Target "open": an answer body from the network, as client.lua hands it to the core
--- (core.open with the merchant key and the request's session), plus core.unseal on the raw
+-- (envelope.open with the merchant key and the request's session), plus core.unseal on the raw
 -- bytes (the notification path's decryption).
 local core = require "pagsmile.issuing.core"
+local envelope = require "pagsmile.issuing.envelope"
 local common = require "common"
 
 local pem = common.read(common.KEY_FILE)
@@ -21,7 +22,7 @@ local session = select(3, assert(core.seal(pub, {}, common.SESSION_KEY, common.S
 local KINDS = { protocol = true, api = true }
 
 return function(body)
-  local data, env = core.open(key, body, session)
+  local data, env = envelope.open(key, body, session)
   if data == nil then
     assert(type(env) == "table", "open: no error table")
     assert(KINDS[env.kind], "open: unexpected error kind")

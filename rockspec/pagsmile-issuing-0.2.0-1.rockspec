@@ -27,16 +27,22 @@ build = {
     ["pagsmile.issuing"] = "lua/pagsmile/issuing.lua",
     ["pagsmile.issuing.api"] = "lua/pagsmile/issuing/api.lua",
     ["pagsmile.issuing.client"] = "lua/pagsmile/issuing/client.lua",
+    ["pagsmile.issuing.endpoints"] = "lua/pagsmile/issuing/endpoints.lua",
+    ["pagsmile.issuing.envelope"] = "lua/pagsmile/issuing/envelope.lua",
     ["pagsmile.issuing.errors"] = "lua/pagsmile/issuing/errors.lua",
+    ["pagsmile.issuing.http"] = "lua/pagsmile/issuing/http.lua",
+    ["pagsmile.issuing.json"] = "lua/pagsmile/issuing/json.lua",
     ["pagsmile.issuing.options"] = "lua/pagsmile/issuing/options.lua",
+    ["pagsmile.issuing.runtime"] = "lua/pagsmile/issuing/runtime.lua",
     ["pagsmile.issuing.schema"] = "lua/pagsmile/issuing/schema.lua",
-    -- the local emulator (`pagsmile-issuing emulator`): it runs in nginx's LuaJIT, so it
+    -- the local emulator (`pagsmile-issuing emulator`), a tool beside the library: its own
+    -- module tree, never loaded by require "pagsmile.issuing". It runs in nginx's LuaJIT, so it
     -- needs this rock built for Lua 5.1 too; nginx, libnginx-mod-http-lua, lua-socket and
     -- lua-argparse come from the system (not declared: luarocks would download them)
-    ["pagsmile.issuing.sandbox"] = "lua/pagsmile/issuing/sandbox.lua",
-    ["pagsmile.issuing.emulator.launch"] = "lua/pagsmile/issuing/emulator/launch.lua",
-    ["pagsmile.issuing.emulator.nginx"] = "lua/pagsmile/issuing/emulator/nginx.lua",
-    ["pagsmile.issuing.emulator.tls"] = "lua/pagsmile/issuing/emulator/tls.lua",
+    ["pagsmile_emulator.handler"] = "lua/pagsmile_emulator/handler.lua",
+    ["pagsmile_emulator.launch"] = "lua/pagsmile_emulator/launch.lua",
+    ["pagsmile_emulator.nginx"] = "lua/pagsmile_emulator/nginx.lua",
+    ["pagsmile_emulator.tls"] = "lua/pagsmile_emulator/tls.lua",
     ["pagsmile.issuing.transport.curl"] = "lua/pagsmile/issuing/transport/curl.lua",
     ["pagsmile.issuing.transport.ngx"] = "lua/pagsmile/issuing/transport/ngx.lua",
     ["pagsmile.issuing.core"] = {

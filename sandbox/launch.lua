@@ -1,3 +1,3 @@
 -- Kept for the specs, examples and tools that require "sandbox.launch": the code moved to
--- lua/pagsmile/issuing/emulator/launch.lua, which the rock installs.
-return require "pagsmile.issuing.emulator.launch"
+-- lua/pagsmile_emulator/launch.lua, which the rock installs.
+return require "pagsmile_emulator.launch"

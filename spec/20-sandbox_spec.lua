@@ -1,10 +1,10 @@
 -- The local sandbox, driven from the test process the way a merchant would: core.seal for
--- the request, luasocket for HTTP, core.open for the answer. Callbacks land in a receiver
+-- the request, luasocket for HTTP, envelope.open for the answer. Callbacks land in a receiver
 -- nginx started here.
-local http = require "socket.http"
 local ltn12 = require "ltn12"
 local socket = require "socket"
 local core = require "pagsmile.issuing.core"
+local open_answer = require("pagsmile.issuing.envelope").open
 local nginx = require "sandbox.nginx"
 local launch = require "sandbox.launch"
 local helpers = require "helpers"
@@ -13,14 +13,7 @@ local APPLY = "/issuing/card/apply"
 local QUERY = "/issuing/card/query-apply-card-result"
 local TWO53 = "9007199254740992"
 
-local function holder()
-  return {
-    mobile = "+5511987654321", first_name = "Ana", last_name = "Silva", id_no = "12345678",
-    id_type = 1, email = "ana@example.com", birthday = "1990-01-31", nationality_code = "BR",
-    address = { line = "Rua Augusta 1234", postal_code = "01304001", city_name = "Sao Paulo",
-                state = "Sao Paulo", country_code = "BR" },
-  }
-end
+local function holder() return helpers.holder { last_name = "Silva" } end
 
 -- Decimal digits of a long, whatever the runtime gave back (integer or decimal string).
 local function digits(v)
@@ -32,20 +25,12 @@ end
 local function dec_gt(a, b) return #a > #b or (#a == #b and a > b) end
 
 local function post(url, body)
-  local out = {}
-  local _, code, headers = http.request{
-    url = url, method = "POST", source = ltn12.source.string(body),
-    headers = { ["Content-Type"] = "application/json; charset=UTF-8",
-                ["Content-Length"] = tostring(#body) },
-    sink = ltn12.sink.table(out),
-  }
-  return code, table.concat(out), headers
+  return helpers.http("POST", url, body, { ["Content-Type"] = "application/json; charset=UTF-8" })
 end
 
 local function get(url)
-  local out = {}
-  local _, code = http.request{ url = url, sink = ltn12.sink.table(out) }
-  return code, table.concat(out)
+  local code, body = helpers.http("GET", url)
+  return code, body
 end
 
 describe("sandbox", function()
@@ -73,7 +58,7 @@ describe("sandbox", function()
   local function call(path, biz, over)
     local code, body = post(sb.url .. path, assert(core.json_encode(envelope(biz, over))))
     local env = core.json_decode(body)
-    local data = core.open(merchant_priv, body)
+    local data = open_answer(merchant_priv, body)
     return code, env, data, body
   end
 
@@ -556,7 +541,7 @@ describe("sandbox over TLS", function()
     assert.are.equal(sb.ca_file, sb:client_options().ca_file)
     local code, body = apply(sb.ca_file)
     assert.are.equal(200, code)
-    local data = core.open(assert(core.private_key(sb.merchant_private_key)), body)
+    local data = open_answer(assert(core.private_key(sb.merchant_private_key)), body)
     assert.are.equal("tls-1", data.order_no)
     assert.are.equal(42, tonumber(digits(data.holder_id)))
     assert.is_table(assert(sb:orders())["tls-1"])

@@ -2,46 +2,13 @@
 -- second real nginx ("upstream", plain and TLS). The proxy's /t location makes the request
 -- described by its query string and reports the result in X-* headers.
 local http = require "socket.http"
-local ltn12 = require "ltn12"
 local nginx = require "sandbox.nginx"
+local helpers = require "helpers"
 local tls = require "sandbox.tls"
 
--- One transport per location and verify setting, kept for the worker as a client would be.
-local HANDLER = [[
-  local cache = package.loaded["spec.transports"] or {}
-  package.loaded["spec.transports"] = cache
-  local key = ngx.var.uri .. (ngx.var.arg_verify or "")
-  local t = cache[key]
-  if not t then
-    t = require("pagsmile.issuing.transport.ngx").new{ ssl_verify = ngx.var.arg_verify ~= "0" }
-    cache[key] = t
-  end
-  ngx.req.read_body()
-  local body = ngx.req.get_body_data() or ""
-  local scheme = ngx.var.arg_tls == "1" and "https" or "http"
-  local url = scheme .. "://" .. (ngx.var.arg_host or "127.0.0.1") .. ":" .. ngx.var.arg_port
-              .. ngx.unescape_uri(ngx.var.arg_path or "/echo")
-  local connects, res, err = 0, nil, nil
-  for _ = 1, tonumber(ngx.var.arg_n) or 1 do
-    res, err = t:request{ url = url, body = body, timeout = tonumber(ngx.var.arg_timeout) or 5,
-                          connect_timeout = 2,
-                          headers = { ["Content-Type"] = "application/json; charset=UTF-8" } }
-    if not res then break end
-    connects = connects + res.connects
-  end
-  ngx.header["X-Connects"] = connects
-  if res then
-    ngx.header["X-Status"] = res.status
-    ngx.header["X-Time"] = res.time
-    ngx.print(res.body)
-  else
-    ngx.status = 502
-    ngx.header["X-Kind"] = err.kind
-    ngx.header["X-Sent"] = tostring(err.sent)
-    ngx.header["X-Retryable"] = tostring(err.retryable)
-    ngx.print(err.message)
-  end
-]]
+-- The proxy's side: spec/support/ngx_request.lua, one transport per location and verify
+-- setting, kept for the worker as a client would keep it.
+local HANDLER = [[ require("spec.support.ngx_request")() ]]
 
 local function binary_body(n)
   local t = {}
@@ -79,40 +46,7 @@ describe("ngx transport", function()
           ssl_certificate ${cert};
           ssl_certificate_key ${key};
           location / {
-            content_by_lua_block {
-              if ngx.var.connection_requests == "1" and ngx.var.uri ~= "/connections" then
-                ngx.shared.up:incr("connections", 1, 0)
-              end
-              ngx.req.read_body()
-              local body = ngx.req.get_body_data() or ""
-              local uri = ngx.var.uri
-              if uri == "/echo" then
-                ngx.header.content_length = #body
-                ngx.print(body)
-              elseif uri == "/chunked" then
-                local third = math.floor(#body / 3)
-                ngx.print(body:sub(1, third)); ngx.flush(true)
-                ngx.print(body:sub(third + 1, 2 * third)); ngx.flush(true)
-                ngx.print(body:sub(2 * third + 1))
-              elseif uri == "/headers" then
-                ngx.print(table.concat({ ngx.var.request_method, ngx.var.http_host,
-                  ngx.var.http_content_type, ngx.var.http_connection,
-                  ngx.var.http_content_length, ngx.var.http_user_agent }, "|"))
-              elseif uri == "/slow" then
-                ngx.sleep(3)
-                ngx.print("late")
-              elseif uri == "/big" then
-                ngx.header.content_length = 2 * 1024 * 1024
-                ngx.print(string.rep("x", 2 * 1024 * 1024))
-              elseif uri == "/status" then
-                ngx.status = 503
-                ngx.print("busy")
-              elseif uri == "/connections" then
-                ngx.print(ngx.shared.up:get("connections") or 0)
-              else
-                ngx.exit(404)
-              end
-            }
+            content_by_lua_block { require("spec.support.upstream")() }
           }
           location /raw/ {
             content_by_lua_block {
@@ -174,15 +108,8 @@ describe("ngx transport", function()
   end)
 
   local function call(query, body, location)
-    local out = {}
-    local _, code, headers = http.request{
-      url = proxy.url .. (location or "/t") .. "?" .. query,
-      method = "POST",
-      source = ltn12.source.string(body or ""),
-      headers = { ["Content-Length"] = tostring(#(body or "")) },
-      sink = ltn12.sink.table(out),
-    }
-    return code, headers or {}, table.concat(out)
+    local code, got, headers = helpers.http("POST", proxy.url .. (location or "/t") .. "?" .. query, body or "")
+    return code, headers, got
   end
 
   local function upstream_connections()

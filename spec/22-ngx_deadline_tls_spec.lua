@@ -2,37 +2,14 @@
 -- deadline while nginx's resolver hangs, and judges TLS certificates as the curl transport
 -- does. A "proxy" nginx makes the request described by /t's query string against an
 -- "upstream" nginx with one TLS server per certificate case.
-local http = require "socket.http"
-local ltn12 = require "ltn12"
 local socket = require "socket"
 local nginx = require "sandbox.nginx"
+local helpers = require "helpers"
 local tls = require "sandbox.tls"
 
--- A transport of its own for each request, so no connection verified earlier is reused;
--- `n` requests in a row on it.
-local HANDLER = [[
-  local t = require("pagsmile.issuing.transport.ngx").new()
-  local res, err
-  local connects = 0
-  for _ = 1, tonumber(ngx.var.arg_n) or 1 do
-    res, err = t:request{ url = ngx.unescape_uri(ngx.var.arg_url), body = "x",
-                          timeout = tonumber(ngx.var.arg_timeout) or 5,
-                          connect_timeout = tonumber(ngx.var.arg_connect_timeout) or 2 }
-    if not res then break end
-    connects = connects + res.connects
-  end
-  ngx.header["X-Connects"] = connects
-  if res then
-    ngx.header["X-Status"] = res.status
-    ngx.print(res.body)
-  else
-    ngx.status = 502
-    ngx.header["X-Kind"] = err.kind
-    ngx.header["X-Sent"] = tostring(err.sent)
-    ngx.header["X-Retryable"] = tostring(err.retryable)
-    ngx.print(err.message)
-  end
-]]
+-- The proxy's side: spec/support/ngx_request.lua with a transport of its own for each
+-- request, so no connection verified earlier is reused; `n` requests in a row on it.
+local HANDLER = [[ require("spec.support.ngx_request")(true) ]]
 
 -- One TLS server: its listen lines, its certificate, and an answer naming the SNI it got.
 local function tls_server(listen, cert)
@@ -168,14 +145,10 @@ describe("ngx transport: deadline and certificates (issue 9)", function()
 
   -- Has the proxy fetch url; returns the proxy's status, headers, body and the seconds taken.
   local function call(url, query, location)
-    local out = {}
     local t0 = socket.gettime()
-    local _, code, headers = http.request{
-      url = proxy.url .. (location or "/t") .. "?url=" .. url:gsub("[^%w]", function(c)
-        return ("%%%02X"):format(c:byte()) end) .. (query or ""),
-      sink = ltn12.sink.table(out),
-    }
-    return code, headers or {}, table.concat(out), socket.gettime() - t0
+    local code, got, headers = helpers.http("GET", proxy.url .. (location or "/t") .. "?url="
+      .. url:gsub("[^%w]", function(c) return ("%%%02X"):format(c:byte()) end) .. (query or ""))
+    return code, headers, got, socket.gettime() - t0
   end
 
   -- A certificate failure is a misconfiguration: not sent, and retrying cannot help.

@@ -37,6 +37,20 @@ describe("apply_card", function()
     assert.equal("string", type(card.card_id)) -- on every runtime (survives lua-cjson)
   end)
 
+  it("issue 11: client:call reaches each endpoint of the table by name, as its method does", function()
+    local biz = helpers.biz()
+    local card, err = client:call("apply_card", biz)
+    assert.is_nil(err)
+    assert_card(card, biz)
+    local again = assert(client:call("query_apply_result", { order_no = biz.order_no }))
+    assert.equal(card.card_id, again.card_id)
+    local none, verr = client:call("query_apply_result", { order_no = "bad order no" })
+    assert.is_nil(none)
+    assert.equal("validation", verr.kind)
+    assert.has_error(function() client:call("no_such_endpoint", {}) end,
+      'pagsmile.issuing: no endpoint "no_such_endpoint"')
+  end)
+
   it("issues a card for an existing cardholder by holder_id, as integer or decimal string", function()
     local ids = { "9007199254740993", 12345 }
     if math.type then ids[#ids + 1] = math.tointeger(9007199254741001) end

@@ -8,24 +8,7 @@ local http = require "socket.http"
 local socket = require "socket"
 local helpers = require "helpers"
 
-local RECEIVER = [[
-  lua_shared_dict got 1m;
-  server {
-    listen 127.0.0.1:${port};
-    location = /callback {
-      content_by_lua_block {
-        ngx.req.read_body()
-        local d = ngx.shared.got
-        local n = d:incr("n", 1, 0)
-        d:set(n, ngx.req.get_body_data() or "")
-        ngx.say("ok")
-      }
-    }
-    location = /got {
-      content_by_lua_block { ngx.print(ngx.shared.got:get(tonumber(ngx.var.arg_n)) or "") }
-    }
-  }
-]]
+local RECEIVER = require("support.receiver").CONFIG -- POST /callback, GET /got?n=N
 
 describe("parse_notification", function()
   local sb, receiver, client

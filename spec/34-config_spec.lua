@@ -3,27 +3,7 @@ local issuing = require "pagsmile.issuing"
 local helpers = require "helpers"
 
 describe("issuing.new #core", function()
-  local function base(over)
-    local o = {
-      app_id = "app", partner_id = "partner",
-      platform_public_key = helpers.keypair("platform").public_pem,
-      merchant_private_key = helpers.keypair("merchant").private_pem,
-      base_url = "http://127.0.0.1:1",
-    }
-    for k, v in pairs(over or {}) do
-      if v == helpers.NIL then o[k] = nil else o[k] = v end
-    end
-    return o
-  end
-
-  local function refused(over, field, pattern)
-    local client, err = issuing.new(base(over))
-    assert.is_nil(client)
-    assert.equal("config", err.kind)
-    assert.equal(field, err.field)
-    if pattern then assert.matches(pattern, err.message) end
-    return err
-  end
+  local base, refused = helpers.settings, helpers.refused_setting
 
   it("makes a client from good settings, with the documented defaults", function()
     local client = assert(issuing.new(base { base_url = helpers.NIL }))

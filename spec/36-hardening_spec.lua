@@ -5,18 +5,7 @@ local issuing = require "pagsmile.issuing"
 local nginx = require "sandbox.nginx"
 local helpers = require "helpers"
 
-local function base(over)
-  local o = {
-    app_id = "app", partner_id = "partner",
-    platform_public_key = helpers.keypair("platform").public_pem,
-    merchant_private_key = helpers.keypair("merchant").private_pem,
-    base_url = "http://127.0.0.1:1",
-  }
-  for k, v in pairs(over or {}) do
-    if v == helpers.NIL then o[k] = nil else o[k] = v end
-  end
-  return o
-end
+local base = helpers.settings
 
 -- One line of printable text: no control character, no C1 control in UTF-8 form. A failure
 -- does not print the text: it is the unbounded thing under test.

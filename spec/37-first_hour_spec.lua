@@ -5,31 +5,9 @@ local issuing = require "pagsmile.issuing"
 local core = require "pagsmile.issuing.core"
 local launch = require "sandbox.launch"
 local nginx = require "sandbox.nginx"
-local http = require "socket.http"
-local ltn12 = require "ltn12"
 local helpers = require "helpers"
 
-local function base(over)
-  local o = {
-    app_id = "app", partner_id = "partner",
-    platform_public_key = helpers.keypair("platform").public_pem,
-    merchant_private_key = helpers.keypair("merchant").private_pem,
-    base_url = "http://127.0.0.1:1",
-  }
-  for k, v in pairs(over or {}) do
-    if v == helpers.NIL then o[k] = nil else o[k] = v end
-  end
-  return o
-end
-
-local function refused(over, field, pattern)
-  local client, err = issuing.new(base(over))
-  assert.is_nil(client)
-  assert.equal("config", err.kind)
-  assert.equal(field, err.field)
-  if pattern then assert.matches(pattern, err.message) end
-  return err
-end
+local base, refused = helpers.settings, helpers.refused_setting
 
 describe("issue 10 item 7: a setting of the wrong type #core", function()
   it("app_id = 12345 says 'must be a string', not 'required'", function()
@@ -292,21 +270,15 @@ describe("issue 10 item 4: the README quick start runs as pasted", function()
   end)
 
   local function control(path, body)
-    local out = {}
-    local _, code = http.request {
-      url = emu.control .. path, method = "POST", source = ltn12.source.string(body),
-      headers = { ["Content-Type"] = "application/json", ["Content-Length"] = tostring(#body) },
-      sink = ltn12.sink.table(out),
-    }
-    assert(code == 200, path .. ": " .. tostring(code) .. " " .. table.concat(out))
-    return core.json_decode(table.concat(out))
+    local code, got = helpers.http("POST", emu.control .. path, body, { ["Content-Type"] = "application/json" })
+    assert(code == 200, path .. ": " .. tostring(code) .. " " .. got)
+    return core.json_decode(got)
   end
 
   local function orders()
-    local out = {}
-    local _, code = http.request { url = emu.control .. "orders", sink = ltn12.sink.table(out) }
+    local code, got = helpers.http("GET", emu.control .. "orders")
     assert.equal(200, code)
-    return core.json_decode(table.concat(out))
+    return core.json_decode(got)
   end
 
   local function run()

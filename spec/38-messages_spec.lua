@@ -18,18 +18,8 @@ local EARLY = 3
 
 describe("messages", function()
   local sb, runner
-
-  lazy_setup(function()
-    sb = launch.start {}
-    runner = kit.start_runner()
-  end)
-
-  lazy_teardown(function()
-    if runner then runner.stop() end
-    if sb then sb:stop() end
-  end)
-
-  before_each(function() assert(sb:faults(nil)) end)
+  local transports = kit.fixture(lazy_setup, lazy_teardown, before_each,
+    function(s, r) sb, runner = s, r end)
 
   -- The client's default timeout, unless `over` says otherwise.
   local function options(over)
@@ -38,9 +28,7 @@ describe("messages", function()
     return o
   end
 
-  local function order_of(order_no)
-    return assert(sb:orders())[order_no]
-  end
+  local function order_of(order_no) return kit.order_of(sb, order_no) end
 
   -- No key material in a message: no 24-character run of a key's Base64 body.
   local function assert_no_key(text)
@@ -53,11 +41,6 @@ describe("messages", function()
       end
     end
   end
-
-  local transports = {
-    { name = "curl", run = function(input) return kit.run_curl(input) end },
-    { name = "ngx", run = function(input) return kit.run_ngx(runner, input) end },
-  }
 
   for _, t in ipairs(transports) do
     describe("on the " .. t.name .. " transport", function()

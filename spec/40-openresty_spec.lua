@@ -2,8 +2,6 @@
 -- merchant.lua) in a real nginx, against the local sandbox over loopback, plain and TLS.
 -- A test-only server added to the example's http block runs the client where the example
 -- does not: phases without cosockets, a timer, and whole card tables for comparison.
-local http = require "socket.http"
-local ltn12 = require "ltn12"
 local core = require "pagsmile.issuing.core"
 local issuing = require "pagsmile.issuing"
 local launch = require "sandbox.launch"
@@ -107,18 +105,9 @@ local PUBLIC = { order_no = true, status = true, order_status = true, card_id = 
                  card_token = true, card_pan = true, card_bin = true, card_type = true }
 
 local function request(method, url, body, headers)
-  local out = {}
   headers = headers or {}
-  if body then
-    headers["Content-Length"] = tostring(#body)
-    headers["Content-Type"] = headers["Content-Type"] or "application/json"
-  end
-  local _, code, h = http.request {
-    url = url, method = method, headers = headers,
-    source = body and ltn12.source.string(body) or nil,
-    sink = ltn12.sink.table(out),
-  }
-  return code, table.concat(out), h or {}
+  if body then headers["Content-Type"] = headers["Content-Type"] or "application/json" end
+  return helpers.http(method, url, body, headers)
 end
 
 local function post_json(url, value)

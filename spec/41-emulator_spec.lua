@@ -5,7 +5,6 @@ local core = require "pagsmile.issuing.core"
 local launch = require "sandbox.launch"
 local nginx = require "sandbox.nginx"
 local http = require "socket.http"
-local ltn12 = require "ltn12"
 local socket = require "socket"
 local helpers = require "helpers"
 
@@ -57,13 +56,9 @@ local function exit_status(r)
 end
 
 local function control(url, method, body)
-  local out = {}
   body = body and assert(core.json_encode(body)) or ""
-  local _, code = http.request{
-    url = url, method = method, source = ltn12.source.string(body), sink = ltn12.sink.table(out),
-    headers = { ["Content-Type"] = "application/json", ["Content-Length"] = tostring(#body) },
-  }
-  return code, core.json_decode(table.concat(out))
+  local code, got = helpers.http(method, url, body, { ["Content-Type"] = "application/json" })
+  return code, core.json_decode(got)
 end
 
 local function client_for(r, merchant_private_pem, keys_dir)
@@ -196,23 +191,7 @@ describe("issue 10 item 11: the local emulator command", function()
   end)
 end)
 
-local RECEIVER = [[
-  lua_shared_dict got 1m;
-  server {
-    listen 127.0.0.1:${port};
-    location = /callback {
-      content_by_lua_block {
-        ngx.req.read_body()
-        local d = ngx.shared.got
-        d:set(d:incr("n", 1, 0), ngx.req.get_body_data() or "")
-        ngx.say("ok")
-      }
-    }
-    location = /got {
-      content_by_lua_block { ngx.print(ngx.shared.got:get(tonumber(ngx.var.arg_n)) or "") }
-    }
-  }
-]]
+local RECEIVER = require("support.receiver").CONFIG -- POST /callback, GET /got?n=N
 
 describe("issue 10 item 11: pending orders complete by time and fire the callback", function()
   local receiver, received = nil, 0
@@ -280,8 +259,9 @@ describe("issue 10 item 11: finding the library for nginx's LuaJIT", function()
     local function sh_ok(cmd, ...) assert.is_true(select(2, helpers.sh(cmd:format(...))), cmd) end
     sh_ok("mkdir -p %s/share/lua/5.4/pagsmile/issuing %s/lib/lua/5.4/pagsmile/issuing", tree, tree)
     sh_ok("cp -r lua/pagsmile/* %s/share/lua/5.4/pagsmile/", tree)
+    sh_ok("cp -r lua/pagsmile_emulator %s/share/lua/5.4/", tree) -- the emulator's own tree
     sh_ok("cp build/5.4/pagsmile/issuing/core.so %s/lib/lua/5.4/pagsmile/issuing/", tree)
-    local probe = ("cd / && LUA_PATH=%s LUA_CPATH=%s lua5.4 -e 'print(require(\"pagsmile.issuing.emulator.nginx\")"
+    local probe = ("cd / && LUA_PATH=%s LUA_CPATH=%s lua5.4 -e 'print(require(\"pagsmile_emulator.nginx\")"
       .. ".library_dirs())'"):format(q(tree .. "/share/lua/5.4/?.lua;;"), q(tree .. "/lib/lua/5.4/?.so;;"))
     local out = helpers.sh(probe)
     assert.matches("^nil\tthe local emulator runs in nginx's LuaJIT and needs pagsmile%-issuing built for "

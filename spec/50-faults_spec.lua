@@ -14,23 +14,10 @@ local APPLY, QUERY = kit.APPLY, kit.QUERY
 local BOUND = kit.TIMEOUT + kit.SLACK
 
 describe("faults", function()
-  local sb, runner
+  local sb
+  local transports = kit.fixture(lazy_setup, lazy_teardown, before_each, function(s) sb = s end)
 
-  lazy_setup(function()
-    sb = launch.start {}
-    runner = kit.start_runner()
-  end)
-
-  lazy_teardown(function()
-    if runner then runner.stop() end
-    if sb then sb:stop() end
-  end)
-
-  before_each(function() assert(sb:faults(nil)) end)
-
-  local function order_of(order_no)
-    return assert(sb:orders())[order_no]
-  end
+  local function order_of(order_no) return kit.order_of(sb, order_no) end
 
   -- What became of an order, asked after the faults are gone (nothing lost, nothing extra).
   local function settled(order_no)
@@ -40,11 +27,6 @@ describe("faults", function()
     client:close()
     return card, err
   end
-
-  local transports = {
-    { name = "curl", run = function(input) return kit.run_curl(input) end },
-    { name = "ngx", run = function(input) return kit.run_ngx(runner, input) end },
-  }
 
   for _, t in ipairs(transports) do
     describe("on the " .. t.name .. " transport", function()

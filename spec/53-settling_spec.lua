@@ -4,7 +4,6 @@
 -- part; every case runs on the curl transport (this process) and on the ngx transport (the
 -- runner nginx), against the real sandbox over loopback.
 local core = require "pagsmile.issuing.core"
-local launch = require "sandbox.launch"
 local nginx = require "sandbox.nginx"
 local helpers = require "helpers"
 local kit = require "fault_kit"
@@ -54,28 +53,10 @@ local function label(f)
 end
 
 describe("settling an ambiguous apply", function()
-  local sb, runner
+  local sb
+  local transports = kit.fixture(lazy_setup, lazy_teardown, before_each, function(s) sb = s end)
 
-  lazy_setup(function()
-    sb = launch.start {}
-    runner = kit.start_runner()
-  end)
-
-  lazy_teardown(function()
-    if runner then runner.stop() end
-    if sb then sb:stop() end
-  end)
-
-  before_each(function() assert(sb:faults(nil)) end)
-
-  local function order_of(order_no)
-    return assert(sb:orders())[order_no]
-  end
-
-  local transports = {
-    { name = "curl", run = function(input) return kit.run_curl(input) end },
-    { name = "ngx", run = function(input) return kit.run_ngx(runner, input) end },
-  }
+  local function order_of(order_no) return kit.order_of(sb, order_no) end
 
   for _, t in ipairs(transports) do
     describe("on the " .. t.name .. " transport", function()

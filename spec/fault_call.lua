@@ -1,7 +1,9 @@
 -- One client call as plain data, made the same way by the specs (curl transport, in the
 -- busted process) and by fault_kit's runner nginx (ngx transport): { card | err, elapsed }.
 -- input: { options, call = "apply" | "query", biz_data, order_no }; clock() gives seconds.
+-- luacheck: globals ngx
 local issuing = require "pagsmile.issuing"
+local json = require "pagsmile.issuing.json"
 
 local M = {}
 
@@ -68,6 +70,20 @@ function M.run(input, clock)
   end
   if card then out.card = M.card_view(card) else out.err = M.error_view(err) end
   return out
+end
+
+-- Inside fault_kit's runner nginx: POST /run with an input as JSON, the call made on the ngx
+-- transport, its outcome as JSON.
+function M.serve()
+  ngx.req.read_body()
+  local input = json.decode(ngx.req.get_body_data())
+  input.options.transport = "ngx"
+  local out = M.run(input, function()
+    ngx.update_time()
+    return ngx.now()
+  end)
+  ngx.header["Content-Type"] = "application/json"
+  ngx.print(json.encode(out))
 end
 
 return M

@@ -1,11 +1,10 @@
 -- Shared by spec/50-faults_spec.lua and spec/51-secrets_spec.lua: the table of sandbox
 -- faults with the error each must give, and a "runner" nginx that makes client calls on the
 -- ngx transport (cosockets) and answers with the outcome as JSON.
-local http = require "socket.http"
-local ltn12 = require "ltn12"
 local socket = require "socket"
 local core = require "pagsmile.issuing.core"
 local nginx = require "sandbox.nginx"
+local helpers = require "helpers"
 local call = require "fault_call"
 
 local kit = {}
@@ -68,21 +67,37 @@ local RUNNER = [[
   server {
     listen 127.0.0.1:${port};
     location /run {
-      content_by_lua_block {
-        local core = require "pagsmile.issuing.core"
-        ngx.req.read_body()
-        local input = core.json_decode(ngx.req.get_body_data())
-        input.options.transport = "ngx"
-        local out = require("spec.fault_call").run(input, function()
-          ngx.update_time()
-          return ngx.now()
-        end)
-        ngx.header["Content-Type"] = "application/json"
-        ngx.print(core.json_encode(out))
-      }
+      content_by_lua_block { require("spec.fault_call").serve() }
     }
   }
 ]]
+
+-- The setup the fault specs share (give it busted's lazy_setup, lazy_teardown and
+-- before_each): a sandbox and a runner started once for the block, every fault cleared
+-- before each test. `ready(sb, runner)` hands them to the spec. Returns the two ways to run
+-- a call: { name = "curl" | "ngx", run = function(input) -> outcome } (see kit.run_curl).
+function kit.fixture(lazy_setup, lazy_teardown, before_each, ready)
+  local sb, runner
+  lazy_setup(function()
+    sb = require("sandbox.launch").start {}
+    runner = kit.start_runner()
+    ready(sb, runner)
+  end)
+  lazy_teardown(function()
+    if runner then runner.stop() end
+    if sb then sb:stop() end
+  end)
+  before_each(function() assert(sb:faults(nil)) end)
+  return {
+    { name = "curl", run = function(input) return kit.run_curl(input) end },
+    { name = "ngx", run = function(input) return kit.run_ngx(runner, input) end },
+  }
+end
+
+-- What the sandbox's order book holds for order_no (nil if nothing).
+function kit.order_of(sb, order_no)
+  return assert(sb:orders())[order_no]
+end
 
 function kit.start_runner()
   return nginx.start { name = "runner", http = RUNNER, log_level = "info" }
@@ -92,16 +107,11 @@ end
 -- here, around the whole HTTP exchange with the runner (so it can only be larger).
 function kit.run_ngx(runner, input)
   local body = assert(core.json_encode(input))
-  local out = {}
   local t0 = socket.gettime()
-  local _, code = http.request {
-    url = runner.url .. "/run", method = "POST", source = ltn12.source.string(body),
-    headers = { ["Content-Type"] = "application/json", ["Content-Length"] = tostring(#body) },
-    sink = ltn12.sink.table(out),
-  }
+  local code, got = helpers.http("POST", runner.url .. "/run", body, { ["Content-Type"] = "application/json" })
   local elapsed = socket.gettime() - t0
-  assert(code == 200, "the runner answered " .. tostring(code) .. ": " .. table.concat(out))
-  local res = assert(core.json_decode(table.concat(out)))
+  assert(code == 200, "the runner answered " .. tostring(code) .. ": " .. got)
+  local res = assert(core.json_decode(got))
   res.elapsed = elapsed
   return res
 end

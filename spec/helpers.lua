@@ -17,6 +17,48 @@ function helpers.wait_for(fn, seconds)
   return nil
 end
 
+-- The specs' one HTTP client (luasocket, over loopback): method, url, body (a string or
+-- nil), headers (a table or nil; Content-Length is added for a body). Returns the status
+-- code (or nil and luasocket's error), the body text and the answer's headers (a table).
+function helpers.http(method, url, body, headers)
+  local http, ltn12 = require "socket.http", require "ltn12"
+  local out = {}
+  headers = headers or {}
+  if body then headers["Content-Length"] = tostring(#body) end
+  local _, code, h = http.request {
+    url = url, method = method, headers = headers,
+    source = body and ltn12.source.string(body) or nil, sink = ltn12.sink.table(out),
+  }
+  return code, table.concat(out), h or {}
+end
+
+-- Settings issuing.new accepts (this process's keys, an unused loopback URL); fields in
+-- `over` replace its own (helpers.NIL removes one).
+function helpers.settings(over)
+  local o = {
+    app_id = "app", partner_id = "partner",
+    platform_public_key = helpers.keypair("platform").public_pem,
+    merchant_private_key = helpers.keypair("merchant").private_pem,
+    base_url = "http://127.0.0.1:1",
+  }
+  for k, v in pairs(over or {}) do
+    if v == helpers.NIL then o[k] = nil else o[k] = v end
+  end
+  return o
+end
+
+-- issuing.new(helpers.settings(over)) refuses with a config error naming `field` (and a
+-- message matching `pattern`, if given); returns the error.
+function helpers.refused_setting(over, field, pattern)
+  local check = require "luassert"
+  local client, err = require("pagsmile.issuing").new(helpers.settings(over))
+  check.is_nil(client)
+  check.equal("config", err.kind)
+  check.equal(field, err.field)
+  if pattern then check.matches(pattern, err.message) end
+  return err
+end
+
 -- Runs a shell command; returns its stdout and whether it succeeded.
 function helpers.sh(cmd)
   local p = io.popen(cmd .. " 2>/dev/null; echo \"::$?\"")
@@ -64,8 +106,10 @@ function helpers.order_no(tag)
   return ("%s-%d-%d-%d"):format(tag or "T", os.time(), math.random(1, 999999), seq)
 end
 
-function helpers.holder()
-  return {
+-- The specs' one cardholder (a valid `holder` of SPEC.md §5); fields in `over` replace its
+-- own.
+function helpers.holder(over)
+  local h = {
     first_name = "Ana", last_name = "Souza", mobile = "+5511987654321",
     email = "ana.souza@example.com", id_type = 1, id_no = "39053344705",
     birthday = "1990-04-12", nationality_code = "BR",
@@ -74,6 +118,8 @@ function helpers.holder()
       city_name = "Sao Paulo", state = "Sao Paulo", country_code = "BR",
     },
   }
+  for k, v in pairs(over or {}) do h[k] = v end
+  return h
 end
 
 function helpers.limits()

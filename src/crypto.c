@@ -1,5 +1,6 @@
 /*
- * Keys, keygen, seal, unseal and open: the encryption of SPEC.md §3, all of it in this file.
+ * Keys, keygen, seal and unseal: the encryption of SPEC.md §3, all of it in this file
+ * (envelope.lua reads the answer around it).
  *
  * Memory discipline: every buffer that holds plaintext or key bytes is either a fixed array
  * on the C stack (wiped before return) or a pagsmile_buf owned by a Lua userdata (wiped when
@@ -529,7 +530,12 @@ static int l_seal(lua_State *L) {
   return 3;
 }
 
-static int session_gc(lua_State *L) {
+/*
+ * session:wipe(): forgets the request's AES key once its answer is read (issue 11 item 6),
+ * rather than when the garbage collector gets to it; __gc does the same for a call that
+ * raised. A wiped session opens nothing ("comes without random_key").
+ */
+static int session_wipe(lua_State *L) {
   session_ud *s = (session_ud *)luaL_checkudata(L, 1, SESSION_MT);
   OPENSSL_cleanse(s->key, sizeof s->key);
   s->len = 0;
@@ -673,124 +679,24 @@ static int l_unseal(lua_State *L) {
   return 2;
 }
 
-/* ---------------------------------------------------------------------------------------
- * Open: a response body → data, envelope | nil, error table (SPEC.md §3 "Receiving", §4).
- */
-#define SUCCESS_CODE "10000"
-
-static int open_error(lua_State *L, const char *kind, const char *message) {
-  lua_pushnil(L);
-  lua_createtable(L, 0, 6);
-  lua_pushstring(L, kind);
-  lua_setfield(L, -2, "kind");
-  lua_pushstring(L, message);
-  lua_setfield(L, -2, "message");
-  return 2;
-}
-
-/* Copies env[name] to err[name] when it is a string or number (the API's codes are strings). */
-static void copy_field(lua_State *L, int env, int err, const char *name) {
-  lua_getfield(L, env, name);
-  if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
-    lua_tostring(L, -1);
-    lua_setfield(L, err, name);
-  } else {
-    lua_pop(L, 1);
-  }
-}
-
-/*
- * The envelope's code as text: a string as is, an integral number in decimal (10000 and
- * 10000.0 alike on every runtime), anything else NULL.
- */
-static const char *code_string(lua_State *L, int idx, char buf[32]) {
-  lua_Number v;
-  if (lua_type(L, idx) == LUA_TSTRING) return lua_tostring(L, idx);
-  if (lua_type(L, idx) != LUA_TNUMBER) return NULL;
-  v = lua_tonumber(L, idx);
-  if (!(v >= -1e15 && v <= 1e15) || v != (lua_Number)(long long)v) return NULL;
-  snprintf(buf, 32, "%lld", (long long)v);
-  return buf;
-}
-
-static int l_open(lua_State *L) {
-  key_ud *k = opt_private_key(L, 1);
-  size_t n;
-  const char *body = luaL_checklstring(L, 2, &n);
-  session_ud *s = lua_isnoneornil(L, 3) ? NULL : (session_ud *)luaL_checkudata(L, 3, SESSION_MT);
-  char err[PAGSMILE_ERRLEN], msg[PAGSMILE_ERRLEN + 40], codebuf[32];
-  const char *code;
-  int env;
-  lua_settop(L, 3);
-  if (n == 0) return open_error(L, "protocol", "the answer is empty");
-  if (!pagsmile_json_decode(L, body, n, err, sizeof err)) {
-    snprintf(msg, sizeof msg, "the answer is not JSON (%s)", err);
-    return open_error(L, "protocol", msg);
-  }
-  if (!lua_istable(L, -1)) return open_error(L, "protocol", "the answer is not a JSON object");
-  env = lua_gettop(L);
-  lua_getfield(L, env, "code");
-  if (!(code = code_string(L, -1, codebuf)))
-    return open_error(L, "protocol", "the answer has no code");
-  if (strcmp(code, SUCCESS_CODE) != 0) {
-    open_error(L, "api", "the platform refused the request");
-    lua_pushstring(L, code);
-    lua_setfield(L, -2, "code");
-    copy_field(L, env, lua_gettop(L), "msg");
-    copy_field(L, env, lua_gettop(L), "sub_code");
-    copy_field(L, env, lua_gettop(L), "sub_msg");
-    return 2;
-  }
-  lua_pop(L, 1);
-  lua_getfield(L, env, "data");
-  switch (lua_type(L, -1)) {
-    case LUA_TNIL: /* absent or null: an empty result */
-      lua_pop(L, 1);
-      lua_newtable(L);
-      break;
-    case LUA_TTABLE: /* plaintext data, as some pages of the docs show */
-      break;
-    case LUA_TSTRING: {
-      size_t dn, rklen = 0;
-      const char *data = lua_tolstring(L, -1, &dn);
-      const char *rk = NULL;
-      if (dn == 0) { lua_pop(L, 1); lua_newtable(L); break; }
-      lua_getfield(L, env, "random_key");
-      if (lua_type(L, -1) == LUA_TSTRING) rk = lua_tolstring(L, -1, &rklen);
-      if (!unseal(L, k, rk, rklen, s, data, dn, err, sizeof err)) {
-        snprintf(msg, sizeof msg, "the answer's data %s", err);
-        return open_error(L, "protocol", msg);
-      }
-      lua_replace(L, -3); /* value over data; random_key string stays referenced by env */
-      lua_pop(L, 1);
-      break;
-    }
-    default:
-      return open_error(L, "protocol", "the answer's data is neither a string nor an object");
-  }
-  lua_pushnil(L);
-  lua_setfield(L, env, "data");
-  lua_pushnil(L);
-  lua_setfield(L, env, "random_key");
-  lua_pushvalue(L, env);
-  return 2;
-}
-
 void pagsmile_crypto_register(lua_State *L) {
   static const luaL_Reg key_methods[] = {
       {"bits", key_bits}, {"is_private", key_is_private}, {"close", key_close}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"public_key", l_public_key}, {"private_key", l_private_key},
                                    {"keygen", l_keygen},         {"seal", l_seal},
-                                   {"unseal", l_unseal},         {"open", l_open},
-                                   {"request_id", l_request_id},
+                                   {"unseal", l_unseal},         {"request_id", l_request_id},
                                    {NULL, NULL}};
   pagsmile_handle_metatable(L, KEY_MT, key_methods, key_close);
   lua_pushcfunction(L, key_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
   if (luaL_newmetatable(L, SESSION_MT)) {
-    lua_pushcfunction(L, session_gc);
+    lua_pushcfunction(L, session_wipe);
     lua_setfield(L, -2, "__gc");
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, session_wipe);
+    lua_setfield(L, -2, "wipe");
+    lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
   luaL_setfuncs(L, funcs, 0);

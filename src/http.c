@@ -294,73 +294,81 @@ static int build_headers(lua_State *L, http_handle *h, int opts) {
   return 1;
 }
 
+/*
+ * What a libcurl failure was: the error kind, a text, and the case that errors.lua's retry
+ * rule reads (errors.RETRYABLE_CASES). The rule itself is not here: it is the same for every
+ * transport and lives in Lua.
+ */
 typedef struct {
-  const char *kind, *text;
-  int retryable; /* when not sent */
+  const char *kind, *text, *cause;
 } failure;
 
 static failure classify(CURLcode rc) {
-  failure f = { "transport", "request failed", 0 };
+  failure f = { "transport", "request failed", "other" };
   switch (rc) {
-  case CURLE_COULDNT_RESOLVE_HOST: f.text = "could not resolve host"; f.retryable = 1; break;
-  case CURLE_COULDNT_RESOLVE_PROXY: f.text = "could not resolve proxy"; f.retryable = 1; break;
-  case CURLE_COULDNT_CONNECT: f.text = "could not connect"; f.retryable = 1; break;
-  case CURLE_PROXY: f.text = "proxy handshake failed"; f.retryable = 1; break;
-  case CURLE_OPERATION_TIMEDOUT: f.kind = "timeout"; f.text = "timed out"; f.retryable = 1; break;
-  case CURLE_SSL_CONNECT_ERROR: f.text = "TLS handshake failed"; f.retryable = 1; break;
-  case CURLE_PEER_FAILED_VERIFICATION: f.text = "TLS certificate verification failed"; break;
-  case CURLE_SSL_CACERT_BADFILE: f.text = "could not load the CA file"; break;
+  case CURLE_COULDNT_RESOLVE_HOST: f.text = "could not resolve host"; f.cause = "resolve"; break;
+  case CURLE_COULDNT_RESOLVE_PROXY: f.text = "could not resolve proxy"; f.cause = "resolve"; break;
+  case CURLE_COULDNT_CONNECT: f.text = "could not connect"; f.cause = "connect"; break;
+  case CURLE_PROXY: f.text = "proxy handshake failed"; f.cause = "proxy"; break;
+  case CURLE_OPERATION_TIMEDOUT: f.kind = "timeout"; f.text = "timed out"; f.cause = "timeout"; break;
+  case CURLE_SSL_CONNECT_ERROR: f.text = "TLS handshake failed"; f.cause = "handshake"; break;
+  case CURLE_PEER_FAILED_VERIFICATION:
+    f.text = "TLS certificate verification failed"; f.cause = "certificate"; break;
+  case CURLE_SSL_CACERT_BADFILE: f.text = "could not load the CA file"; f.cause = "ca_file"; break;
   case CURLE_SSL_CERTPROBLEM: case CURLE_SSL_CIPHER: case CURLE_SSL_ENGINE_NOTFOUND:
   case CURLE_SSL_ENGINE_SETFAILED: case CURLE_SSL_CRL_BADFILE: case CURLE_SSL_ISSUER_ERROR:
   case CURLE_SSL_PINNEDPUBKEYNOTMATCH: case CURLE_SSL_INVALIDCERTSTATUS:
-    f.text = "TLS setup failed"; break;
-  case CURLE_URL_MALFORMAT: f.text = "bad URL"; break;
-  case CURLE_UNSUPPORTED_PROTOCOL: f.text = "unsupported protocol"; break;
-  case CURLE_SEND_ERROR: f.text = "connection failed while sending"; f.retryable = 1; break;
-  case CURLE_RECV_ERROR: f.text = "connection failed while receiving"; f.retryable = 1; break;
-  case CURLE_GOT_NOTHING: f.text = "connection closed without an answer"; f.retryable = 1; break;
-  case CURLE_PARTIAL_FILE: f.text = "truncated answer"; f.retryable = 1; break;
-  case CURLE_HTTP2: case CURLE_HTTP2_STREAM: f.text = "HTTP/2 stream failed"; f.retryable = 1; break;
+    f.text = "TLS setup failed"; f.cause = "certificate"; break;
+  case CURLE_URL_MALFORMAT: f.text = "bad URL"; f.cause = "url"; break;
+  case CURLE_UNSUPPORTED_PROTOCOL: f.text = "unsupported protocol"; f.cause = "url"; break;
+  case CURLE_SEND_ERROR: f.text = "connection failed while sending"; f.cause = "reset"; break;
+  case CURLE_RECV_ERROR: f.text = "connection failed while receiving"; f.cause = "reset"; break;
+  case CURLE_GOT_NOTHING: f.text = "connection closed without an answer"; f.cause = "reset"; break;
+  case CURLE_PARTIAL_FILE: f.text = "truncated answer"; f.cause = "reset"; break;
+  case CURLE_HTTP2: case CURLE_HTTP2_STREAM: f.text = "HTTP/2 stream failed"; f.cause = "reset"; break;
   case CURLE_WEIRD_SERVER_REPLY: case CURLE_BAD_CONTENT_ENCODING: case CURLE_TOO_MANY_REDIRECTS:
-    f.kind = "protocol"; f.text = "invalid HTTP answer"; break;
+    f.kind = "protocol"; f.text = "invalid HTTP answer"; f.cause = "answer"; break;
   default: break;
   }
   return f;
 }
 
-static void set_bool(lua_State *L, const char *k, int v) {
-  lua_pushboolean(L, v);
-  lua_setfield(L, -2, k);
+/*
+ * Pushes the plain values of a failure and returns their count:
+ *   nil, kind, message, curl_code, sent, cause
+ * errors.lua makes the error object (and decides retryable) from them.
+ */
+static int push_failure_values(lua_State *L, const char *kind, const char *text, CURLcode rc,
+                               int sent, const char *cause) {
+  lua_pushnil(L);
+  lua_pushstring(L, kind);
+  lua_pushfstring(L, "%s (curl %d: %s)", text, (int)rc, curl_easy_strerror(rc));
+  lua_pushinteger(L, (lua_Integer)rc);
+  lua_pushboolean(L, sent);
+  lua_pushstring(L, cause);
+  return 6;
 }
 
-/* Pushes nil, err and returns 2. */
 static int push_failure(lua_State *L, http_handle *h, CURLcode rc) {
   failure f = classify(rc);
   int sent = h->sent_bytes > 0;
   char big[64];
-  lua_pushnil(L);
-  lua_createtable(L, 0, 5);
   if (h->too_big) {
     f.kind = "protocol";
     snprintf(big, sizeof big, "answer larger than %lu bytes", (unsigned long)h->max_body);
     f.text = big;
+    f.cause = "too_big";
   } else if (h->resend_refused) {
     f.text = "connection closed without an answer; not resent";
+    f.cause = "not_resent";
   } else if (rc == CURLE_UNSUPPORTED_PROTOCOL && sent) {
     /* libcurl's word for an answer that is not HTTP (it refuses HTTP/0.9): something
        answered our request with bytes that are no HTTP answer */
     f.kind = "protocol";
     f.text = "invalid HTTP answer: no HTTP status line";
+    f.cause = "answer";
   }
-  lua_pushstring(L, f.kind);
-  lua_setfield(L, -2, "kind");
-  lua_pushfstring(L, "%s (curl %d: %s)", f.text, (int)rc, curl_easy_strerror(rc));
-  lua_setfield(L, -2, "message");
-  lua_pushinteger(L, (lua_Integer)rc);
-  lua_setfield(L, -2, "curl_code");
-  set_bool(L, "sent", sent);
-  set_bool(L, "retryable", !sent && f.retryable && !h->too_big && !h->resend_refused);
-  return 2;
+  return push_failure_values(L, f.kind, f.text, rc, sent, f.cause);
 }
 
 #define SETOPT(opt, val)                                                                   \
@@ -368,7 +376,7 @@ static int push_failure(lua_State *L, http_handle *h, CURLcode rc) {
     if ((rc = curl_easy_setopt(c, opt, val)) != CURLE_OK) goto setopt_failed;               \
   } while (0)
 
-/* handle:request(url, body, opts) -> status, body, info | nil, err */
+/* handle:request(url, body, opts) -> status, body, info | nil, kind, message, curl_code, sent, cause */
 static int http_request(lua_State *L) {
   http_handle *h = check_open(L);
   const char *url = luaL_checkstring(L, 2);
@@ -453,18 +461,7 @@ static int http_request(lua_State *L) {
 
 setopt_failed:
   h->body = NULL;
-  lua_pushnil(L);
-  lua_createtable(L, 0, 5);
-  lua_pushliteral(L, "transport");
-  lua_setfield(L, -2, "kind");
-  lua_pushfstring(L, "could not set a libcurl option (curl %d: %s)", (int)rc,
-                  curl_easy_strerror(rc));
-  lua_setfield(L, -2, "message");
-  lua_pushinteger(L, (lua_Integer)rc);
-  lua_setfield(L, -2, "curl_code");
-  set_bool(L, "sent", 0);
-  set_bool(L, "retryable", 0);
-  return 2;
+  return push_failure_values(L, "transport", "could not set a libcurl option", rc, 0, "setup");
 }
 
 static int curl_version_string(lua_State *L) {

@@ -847,6 +847,36 @@ int pagsmile_json_decode(lua_State *L, const char *s, size_t n, char *err, size_
 
 /* Lua functions ----------------------------------------------------------------------- */
 
+/*
+ * core.text_length(s) -> characters | nil, "utf8" | "control": the rule for biz_data text
+ * (schema.lua), on the same UTF-8 check as the encoder's, so the two cannot disagree. A
+ * control character is C0, DEL or C1 (U+0080..U+009F); the first problem found is reported.
+ */
+static int l_text_length(lua_State *L) {
+  size_t n, k;
+  const unsigned char *p = (const unsigned char *)luaL_checklstring(L, 1, &n), *end = p + n;
+  lua_Integer count = 0;
+  for (; p < end; p += k, count++) {
+    if (*p < 0x80) {
+      if (*p < 0x20 || *p == 0x7F) goto control;
+      k = 1;
+      continue;
+    }
+    if (!(k = utf8_len(p, end))) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "utf8");
+      return 2;
+    }
+    if (k == 2 && p[0] == 0xC2 && p[1] < 0xA0) goto control;
+  }
+  lua_pushinteger(L, count);
+  return 1;
+control:
+  lua_pushnil(L);
+  lua_pushliteral(L, "control");
+  return 2;
+}
+
 static int l_json_encode(lua_State *L) {
   char err[PAGSMILE_ERRLEN];
   pagsmile_buf *b;
@@ -879,6 +909,7 @@ void pagsmile_json_register(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"json_encode", l_json_encode},
     {"json_decode", l_json_decode},
+    {"text_length", l_text_length},
     {"long", l_long},
     {"is_long", l_is_long},
     {"long_value", l_long_value},

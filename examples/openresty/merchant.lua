@@ -19,9 +19,9 @@
 -- JSON goes through the library's own codec: it keeps 64-bit ids exact (cjson does not).
 -- Answers carry ids as decimal strings, so that JavaScript callers keep them exact too.
 local issuing = require "pagsmile.issuing"
-local core = require "pagsmile.issuing.core"
+local json = require "pagsmile.issuing.json"
 
-local json_encode, json_decode = core.json_encode, core.json_decode
+local json_encode, json_decode = json.encode, json.decode
 
 local M = {}
 

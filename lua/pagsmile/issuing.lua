@@ -10,6 +10,8 @@
 local core = require "pagsmile.issuing.core"
 local api = require "pagsmile.issuing.api"
 local Client = require "pagsmile.issuing.client"
+local endpoints = require "pagsmile.issuing.endpoints"
+local json = require "pagsmile.issuing.json"
 local schema = require "pagsmile.issuing.schema"
 
 -- Inside nginx, load both transports now: `require "pagsmile.issuing"` runs in init_by_lua,
@@ -44,8 +46,6 @@ function issuing.keygen()
   return core.keygen()
 end
 
-local ENDPOINTS = { apply_card = schema.apply_card, query_apply_result = schema.query_apply_result }
-
 --- Every violation of biz_data for an endpoint, without a client or a network: a dry run.
 -- At most one violation per field, in the order the client checks (the first is the error
 -- `apply_card` would return). Messages never quote the values.
@@ -55,15 +55,18 @@ local ENDPOINTS = { apply_card = schema.apply_card, query_apply_result = schema.
 -- @return[2] nil
 -- @treturn[2] {violation,...} each `{ field = string, rule = string, reason = string, message = string }`
 function issuing.validate(endpoint, biz_data)
-  local spec = ENDPOINTS[endpoint]
-  if not spec then
+  local ep = type(endpoint) == "string" and endpoints[endpoint]
+  if not ep then
+    local names = {}
+    for name in pairs(endpoints) do names[#names + 1] = name end
+    table.sort(names)
     error('pagsmile.issuing.validate: unknown endpoint "' .. tostring(endpoint)
-      .. '" (apply_card, query_apply_result)', 2)
+      .. '" (' .. table.concat(names, ", ") .. ')', 2)
   end
   if type(biz_data) ~= "table" then
     error("pagsmile.issuing.validate: biz_data must be a table", 2)
   end
-  local clean, violations = schema.validate_all(spec, biz_data)
+  local clean, violations = schema.validate_all(ep.schema, biz_data)
   if not clean then return nil, violations end
   return true
 end
@@ -71,10 +74,11 @@ end
 --- A 64-bit id for biz_data on runtimes without 64-bit integers (5.1, LuaJIT): accepts a
 -- decimal string. Plain integers and decimal strings are accepted as ids anyway.
 -- @function long
--- @tparam string|int v a decimal string, an integer (within 2^53 on 5.1/LuaJIT), or a long
+-- @tparam string|int v a decimal string, an integer (within 2^53 on 5.1/LuaJIT), a long, or
+-- LuaJIT's `123LL` (issue 11 item 6: it works where `apply_card{holder_id = 123LL}` did)
 -- @treturn[1] userdata the id; `tostring` gives its decimal digits
 -- @return[2] nil
 -- @treturn[2] string why `v` is not a 64-bit integer
-issuing.long = core.long
+issuing.long = json.long
 
 return issuing

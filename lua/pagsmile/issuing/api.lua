@@ -1,16 +1,15 @@
 -- The facts of the Pagsmile Issuing Card API that the client relies on, in one place
 -- (SPEC.md). Where the public documentation is silent, the value here is the project's
 -- choice; change it here when the live service says otherwise.
+local json = require "pagsmile.issuing.json"
+
 local api = {}
 
 local type, pairs, ipairs, tonumber = type, pairs, ipairs, tonumber
 
 api.SANDBOX_URL = "https://card-api-sandbox.pagsmile.com"
 
-api.PATH = {
-  apply_card = "/issuing/card/apply",
-  query_apply_result = "/issuing/card/query-apply-card-result",
-}
+-- The endpoints' paths are in endpoints.lua, with the rest of each endpoint.
 
 -- §1: the docs misspell "chartset"; the correct word is sent.
 api.CONTENT_TYPE = "application/json; charset=UTF-8"
@@ -77,16 +76,13 @@ api.LONG_FIELDS = { "card_id", "holder_id" }
 -- 5.3+ too: 9007199254740993 would come out as 9.007199254741e+15, another card), and
 -- compares the same on 5.1, 5.3, 5.4 and LuaJIT. Pass it back as is: the schema takes
 -- decimal strings for long ids.
-local math_type, format, floor = math.type, string.format, math.floor
-
 local function long_id(v)
   if type(v) == "number" then
-    if math_type and math_type(v) == "integer" then return format("%d", v) end
     -- The core decodes integers up to 2^53 as exact doubles on 5.1/LuaJIT, and beyond as
-    -- strings.
-    if v == floor(v) and v >= -2 ^ 53 and v <= 2 ^ 53 then
-      return v == 0 and "0" or format("%.0f", v)
-    end
+    -- strings; json.long takes exactly the integral numbers, and its tostring is the one
+    -- int64 formatter there is (src/json.c).
+    local l = json.long(v)
+    if l then return tostring(l) end
   end
   return v -- a string already, or not an integer: the platform's value, untouched
 end

@@ -1,38 +1,24 @@
 -- The client: apply_card, query_apply_result, apply_card_and_wait, parse_notification.
--- Policy lives here (deadlines, retries, what an ambiguous answer means); the C core does
--- the encryption and the JSON bytes, a transport does the HTTP.
-local core = require "pagsmile.issuing.core"
+-- Policy lives here (deadlines, retries, what an ambiguous answer means), with one call path
+-- for every endpoint (endpoints.lua); envelope.lua reads and writes the envelope, a
+-- transport does the HTTP, the runtime of the call (runtime.lua) gives its clock.
 local api = require "pagsmile.issuing.api"
+local endpoints = require "pagsmile.issuing.endpoints"
+local envelope = require "pagsmile.issuing.envelope"
 local errors = require "pagsmile.issuing.errors"
 local options = require "pagsmile.issuing.options"
+local runtime = require "pagsmile.issuing.runtime"
 local schema = require "pagsmile.issuing.schema"
-
-local ngx = rawget(_G, "ngx") -- set inside OpenResty only
 
 local Client = {}
 Client.__index = Client
 
-local now = core.monotime
 local HEADERS = { ["Content-Type"] = api.CONTENT_TYPE }
+local APPLY, QUERY = endpoints.apply_card, endpoints.query_apply_result
 
--- ngx_lua phases where cosockets (and ngx.sleep) work.
-local COSOCKET_PHASES = {
-  rewrite = true, access = true, content = true, timer = true,
-  ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
-}
-
--- An apply attempt may use this share of the time left, so that an ambiguous outcome can
--- still be resolved through Query Apply Result before the caller's deadline.
+-- A write attempt may use this share of the time left, so that an ambiguous outcome can
+-- still be settled through its read endpoint (Query Apply Result) before the deadline.
 local APPLY_SHARE = 0.7
-
-local function in_cosocket_phase()
-  return ngx ~= nil and COSOCKET_PHASES[ngx.get_phase()] == true
-end
-
-local function sleep(seconds)
-  if seconds <= 0 then return end
-  if in_cosocket_phase() then ngx.sleep(seconds) else core.sleep(seconds) end
-end
 
 -- Exponential backoff with jitter: 0.1 s, 0.2 s, 0.4 s ... capped at 2 s.
 local function backoff(attempt)
@@ -42,15 +28,17 @@ end
 function Client.new(opts)
   local o, err = options.check(opts)
   if not o then return nil, err end
-  return setmetatable({ o = o, url = {}, busy = 0 }, Client)
+  return setmetatable({ o = o, url = {}, busy = 0, runtimes = {} }, Client)
 end
 
--- Runs self:fn(...) as a call in flight (see close()). No pcall: a call may yield (cosockets,
--- coroutine transports), and PUC Lua 5.1 cannot yield across one; a call that raises leaves
--- the count up, and its handles are then freed by the garbage collector.
-function Client:_call(fn, ...)
+-- Runs self:fn(call, ...) as a call in flight (see close()), `call` being { rt, ep, key }:
+-- the runtime chosen once for the whole call, its endpoint, and the key value (order_no) it
+-- is about. No pcall: a call may yield (cosockets, coroutine transports), and PUC Lua 5.1
+-- cannot yield across one; a call that raises leaves the count up, and its handles are then
+-- freed by the garbage collector.
+function Client:_call(call, fn, ...)
   self.busy = self.busy + 1
-  return self:_done(fn(self, ...))
+  return self:_done(fn(self, call, ...))
 end
 
 function Client:_done(...)
@@ -75,16 +63,13 @@ local function check_open(self, method)
   if self.closed then error("pagsmile.issuing: the client is closed", 3) end
 end
 
-function Client:_check_open()
-  if self.closed then error("pagsmile.issuing: the client is closed", 3) end
-end
-
--- The transport for this call. Inside nginx the choice depends on the phase of the call, not
--- of the client's creation: clients are made in init_by_lua and used by requests.
+-- The transport for a call made now, or nil and a config error. Inside nginx the choice
+-- depends on the phase of the call, not of the client's creation: clients are made in
+-- init_by_lua and used by requests.
 function Client:_transport()
   local t = self.o.transport
   if type(t) == "table" then return t end
-  if t == "curl" or (t == nil and ngx == nil) then
+  if t == "curl" or (t == nil and not runtime.in_nginx()) then
     if not self.curl then
       self.curl = require("pagsmile.issuing.transport.curl").new {
         ca_file = self.o.ca_file, proxy = self.o.proxy, user_agent = self.o.user_agent,
@@ -92,11 +77,11 @@ function Client:_transport()
     end
     return self.curl
   end
-  if ngx == nil then
+  if not runtime.in_nginx() then
     return nil, errors.config("transport", '"ngx" works only inside OpenResty (nginx with ngx_lua)')
   end
-  if not in_cosocket_phase() then
-    return nil, errors.config("transport", "nginx has no cosockets in the " .. ngx.get_phase()
+  if not runtime.in_cosocket_phase() then
+    return nil, errors.config("transport", "nginx has no cosockets in the " .. runtime.phase()
       .. ' phase; call from rewrite/access/content/timer, or set transport = "curl"'
       .. " to block this worker knowingly")
   end
@@ -111,24 +96,41 @@ function Client:_transport()
   return self.ngx
 end
 
+-- The runtime of a call starting now (runtime.lua), kept per client by clock and transport.
+-- A transport that cannot serve here is not an error yet: the call's first exchange returns
+-- it, logged like any failed attempt.
+function Client:_runtime()
+  local transport, err = self:_transport()
+  local _, _, clock = runtime.clock()
+  if not transport then return runtime.new(nil, err) end
+  local key = clock .. ":" .. tostring(transport)
+  local rt = self.runtimes[key]
+  if not rt then
+    rt = runtime.new(transport)
+    self.runtimes[key] = rt
+  end
+  return rt
+end
+
+-- A call of endpoint `ep` about `key` (its order_no).
+function Client:_begin(ep, key)
+  return { rt = self:_runtime(), ep = ep, key = key }
+end
+
 function Client:_timestamp()
   return os.date("!%Y-%m-%d %H:%M:%S", os.time() + self.o.utc_offset_seconds)
 end
 
 -- The `log` setting sees one event per HTTP attempt and one per decision the client takes.
 -- Events are built from an allow-list: never bodies, keys, card data or biz_data values.
-function Client:_log(event, path, order_no, attempt, fields)
+-- `ep` is the endpoint the event is about (a write's decisions name the write's path).
+function Client:_log(call, ep, event, attempt, fields)
   local log = self.o.log
   if not log then return end
-  local e = { event = event, method = "POST", path = path, order_no = order_no, attempt = attempt }
+  local e = { event = event, method = "POST", path = ep.path, attempt = attempt }
+  e[ep.key] = call.key
   for k, v in pairs(fields) do e[k] = v end
   pcall(log, e) -- a failing logger must not lose the card of a call that succeeded
-end
-
--- core.open's words (src/crypto.c) for an answer that does not decrypt with our private key.
-local function undecryptable(message)
-  return message:find("with the merchant private key", 1, true) ~= nil
-    or message:find("wrong length for the key", 1, true) ~= nil
 end
 
 -- An answer that fails pointing at the same setting as the one before it (an HTTP 404 on
@@ -139,52 +141,71 @@ local function repeated(err, before)
   return err.setting ~= nil and before ~= nil and err.setting == before.setting
 end
 
--- One HTTP attempt: seal, send, open. Returns data, request_id or nil, err.
-function Client:_exchange(path, biz, deadline, order_no, attempt)
+-- An answer is this call's only if its data is an object naming the key asked about (the
+-- order_no): anything else (no data, an array, another order's card) is a `protocol` error,
+-- never a result (issue 9: a stale or misrouted answer must not hand out another order's
+-- card).
+local function unbound(data, ep, key, request_id)
+  local name = ep.key
+  local named = type(data) == "table" and data[name] or nil
+  if named == key then return nil end
+  local what = type(data) ~= "table" and "no data object"
+    or named == nil and ("no " .. name)
+    or ("another " .. name)
+  local e = errors.new("protocol", "the answer carries " .. what .. " where the card of " .. name
+    .. " " .. key .. " belongs", { sent = true, retryable = false, request_id = request_id,
+    http_status = 200 })
+  e[name] = key
+  return e
+end
+
+-- One HTTP attempt of endpoint `ep` (the call's, or the read settling it): seal, send, open,
+-- bind. Returns the endpoint's result or nil, err.
+function Client:_exchange(call, ep, biz, deadline, attempt)
+  local now = call.rt.now
   local t0 = now()
-  local data, r = self:_exchange1(path, biz, deadline, order_no)
+  local data, r = self:_exchange1(call, ep, biz, deadline)
   if self.o.log then
     local err = not data and r or nil
-    self:_log("http", path, order_no, attempt, {
+    self:_log(call, ep, "http", attempt, {
       request_id = data and r or err.request_id, status = err and err.http_status or (data and 200),
       duration = now() - t0, error = err and err.kind, sent = err and err.sent,
       code = err and err.code, sub_code = err and err.sub_code,
     })
   end
-  return data, r
+  if not data then return nil, r end
+  local err = unbound(data, ep, call.key, r)
+  if err then return nil, err end
+  return ep.result(data, r)
 end
 
-function Client:_exchange1(path, biz, deadline, order_no)
-  local transport, terr = self:_transport()
-  if not transport then return nil, terr end
+function Client:_exchange1(call, ep, biz, deadline)
+  local rt = call.rt
+  if not rt.transport then return nil, rt.error end
   local o = self.o
-  local random_key, biz_data, session = core.seal(o.platform_key, biz)
-  if not random_key then
-    return nil, errors.new("validation", "biz_data cannot be encoded: " .. biz_data,
-      { field = "biz_data", reason = biz_data, order_no = order_no })
-  end
-  local request_id = core.request_id()
-  local body = core.json_encode {
-    app_id = o.app_id, partner_id = o.partner_id, sub_partner_id = o.sub_partner_id or "",
-    timestamp = self:_timestamp(), format = api.FORMAT, version = o.version,
-    request_id = request_id, sign_type = api.SIGN_TYPE,
-    random_key = random_key, biz_data = biz_data,
-  }
-  local ctx = { request_id = request_id, order_no = order_no }
-  local left = deadline - now()
+  local ctx = { [ep.key] = call.key }
+  local body, request_id, session = envelope.request(o, biz, self:_timestamp())
+  if not body then return nil, errors.with(request_id, ctx) end -- (nil, err): not encodable
+  ctx.request_id = request_id
+  local left = deadline - rt.now()
   if left <= 0 then
-    return nil, errors.new("timeout", "the deadline passed before the request was sent",
-      { sent = false, retryable = false, request_id = request_id, order_no = order_no })
+    session:wipe()
+    ctx.sent, ctx.retryable = false, false
+    return nil, errors.new("timeout", "the deadline passed before the request was sent", ctx)
   end
-  local url = self.url[path]
-  if not url then url = o.base_url .. path; self.url[path] = url end
-  local res, err = transport:request {
+  local url = self.url[ep.path]
+  if not url then url = o.base_url .. ep.path; self.url[ep.path] = url end
+  local res, err = rt.transport:request {
     url = url, body = body, headers = HEADERS,
     timeout = math.min(o.timeout, left), connect_timeout = math.min(o.connect_timeout, left),
   }
-  if not res then return nil, errors.wrap(err, ctx) end
+  if not res then
+    session:wipe()
+    return nil, errors.wrap(err, ctx)
+  end
   ctx.http_status = res.status
   if res.status ~= 200 then
+    session:wipe()
     ctx.sent, ctx.retryable = true, false
     local hint = ""
     if res.status == 404 then
@@ -193,57 +214,32 @@ function Client:_exchange1(path, biz, deadline, order_no)
     return nil, errors.new("protocol", "HTTP status " .. tostring(res.status)
       .. " where the API answers 200" .. hint, ctx)
   end
-  local data, e = core.open(o.merchant_key, res.body, session)
+  local data, e = envelope.open(o.merchant_key, res.body, session)
+  session:wipe() -- the answer is read: its AES key is of no further use
   if not data then
     ctx.sent, ctx.retryable = true, false
-    e = errors.wrap(e, ctx)
-    if e.kind == "protocol" and undecryptable(e.message) then
-      e.setting = "merchant_private_key"
-      e.message = e.message .. " (check merchant_private_key: does the platform have its "
-        .. "public half?)"
-    end
-    return nil, e
+    return nil, errors.with(e, ctx)
   end
   return data, request_id
 end
 
--- An answer is this order's only if its data is an object naming the order_no asked about:
--- anything else (no data, an array, another order's card) is a `protocol` error, never a
--- card (issue 9: a stale or misrouted answer must not hand out another order's card).
-local function unbound(data, order_no, request_id)
-  local named = type(data) == "table" and data.order_no or nil
-  if named == order_no then return nil end
-  local what = type(data) ~= "table" and "no data object"
-    or named == nil and "no order_no"
-    or "another order_no"
-  return errors.new("protocol", "the answer carries " .. what .. " where the card of order_no "
-    .. order_no .. " belongs", { sent = true, retryable = false, request_id = request_id,
-    order_no = order_no, http_status = 200 })
-end
-
--- A read (Query Apply Result) may be repeated freely: retried on any failure but a
--- definite refusal by the platform.
+-- A read may be repeated freely: retried on any failure but a definite refusal by the
+-- platform.
 local function read_retryable(err)
   if err.kind == "api" then return err.code == api.SERVICE_UNAVAILABLE end
   return err.kind == "transport" or err.kind == "timeout" or err.kind == "protocol"
 end
 
--- Query Apply Result with retries: up to max_retries, or, when `persist` is set (settling an
--- ambiguous apply, where giving up early leaves the caller not knowing), until the deadline;
--- never past a failure that repeats the one before. `settle`, when settling an apply:
--- { last = the apply's error }, and `repeated = true` is set on it when that is why it stopped.
-function Client:_query(order_no, deadline, persist, settle)
+-- A read endpoint with retries: up to max_retries, or, when `persist` is set (settling an
+-- ambiguous write, where giving up early leaves the caller not knowing), until the deadline;
+-- never past a failure that repeats the one before. `settle`, when settling a write:
+-- { last = the write's error }, and `repeated = true` is set on it when that is why it stopped.
+function Client:_read(call, ep, biz, deadline, persist, settle)
+  local now = call.rt.now
   local attempt, last = 0, settle and settle.last
   while true do
-    local data, rid = self:_exchange(api.PATH.query_apply_result, { order_no = order_no },
-      deadline, order_no, attempt + 1)
-    local err
-    if data then
-      err = unbound(data, order_no, rid)
-      if not err then return api.card(data, rid) end
-    else
-      err = rid
-    end
+    local result, err = self:_exchange(call, ep, biz, deadline, attempt + 1)
+    if result then return result end
     attempt = attempt + 1
     local pause = backoff(attempt)
     if repeated(err, last) then
@@ -255,23 +251,25 @@ function Client:_query(order_no, deadline, persist, settle)
       return nil, err
     end
     last = err
-    self:_log("retry", api.PATH.query_apply_result, order_no, attempt, { pause = pause, error = err.kind })
-    sleep(pause)
+    self:_log(call, ep, "retry", attempt, { pause = pause, error = err.kind })
+    call.rt.sleep(pause)
   end
 end
 
-local function validate(spec, biz_data)
-  if type(biz_data) ~= "table" then error("pagsmile.issuing: biz_data must be a table", 3) end
-  local clean, field, reason = schema.validate(spec, biz_data)
+-- The endpoint's biz_data, validated: the clean copy, or nil and a validation error. A
+-- non-table raises at the public method's caller (`level`, 3 from a public method).
+local function validate(ep, biz_data, level)
+  if type(biz_data) ~= "table" then error("pagsmile.issuing: biz_data must be a table", level or 3) end
+  local clean, field, reason = schema.validate(ep.schema, biz_data)
   if not clean then
-    local order_no = type(biz_data.order_no) == "string" and biz_data.order_no or nil
-    return nil, errors.validation(field, reason, order_no)
+    local key = biz_data[ep.key]
+    return nil, errors.validation(field, reason, type(key) == "string" and key or nil)
   end
   return clean
 end
 
--- The apply may or may not have created the order: say so, and what to do. `err` is the
--- error of the first attempt that may have reached the platform; `why` what came after.
+-- The write may or may not have happened: say so, and what to do. `err` is the error of the
+-- first attempt that may have reached the platform; `why` what came after.
 local function unknown_outcome(err, why)
   err.outcome, err.sent, err.retryable = "unknown", true, false
   err.message = err.message .. "; the outcome of the apply is unknown (" .. why .. "): query "
@@ -314,31 +312,36 @@ end
 -- @treturn[2] error `err.outcome == "unknown"` when the apply may have created the order
 function Client:apply_card(biz_data)
   check_open(self, "apply_card")
-  local clean, verr = validate(schema.apply_card, biz_data)
-  if not clean then return nil, verr end
-  return self:_call(self._apply, clean, now() + self.o.timeout)
+  local result, err = self:_one_call(APPLY, biz_data)
+  return result, err -- not a tail call: a raise in _one_call names the caller's line
 end
 
--- The apply loop. Once one attempt may have reached the platform (`ambiguous` holds its
--- error), only a definite answer about the order settles the call: the card (from a query,
--- or from an apply answer bound to this order_no), or "not found" followed by a re-apply
--- that is answered. Every other exit from then on is outcome "unknown", sent = true
--- (issue 9 items 1 and 2): a re-apply that never left this machine, or that the platform
--- refused for a reason of its own, says nothing about the first attempt.
-function Client:_apply(clean, deadline)
-  local order_no = clean.order_no
-  local path = api.PATH.apply_card
+-- One call of endpoint `ep`, its deadline `timeout` from now: a write settled as apply_card
+-- is, a read retried up to max_retries. Validation errors are returned; a biz_data that is
+-- not a table raises at the public method's caller.
+function Client:_one_call(ep, biz_data)
+  local clean, verr = validate(ep, biz_data, 4)
+  if not clean then return nil, verr end
+  local call = self:_begin(ep, clean[ep.key])
+  return self:_call(call, ep.kind == "write" and self._write or self._read_call, clean,
+    call.rt.now() + self.o.timeout)
+end
+
+-- The write loop (apply_card's). Once one attempt may have reached the platform (`ambiguous`
+-- holds its error), only a definite answer about the order settles the call: the card (from
+-- the settling read, or from a write answer bound to this order_no), or "not found" followed
+-- by a re-apply that is answered. Every other exit from then on is outcome "unknown",
+-- sent = true (issue 9 items 1 and 2): a re-apply that never left this machine, or that the
+-- platform refused for a reason of its own, says nothing about the first attempt.
+function Client:_write(call, clean, deadline)
+  local ep, rt = call.ep, call.rt
+  local now = rt.now
+  local settle_with = { [ep.settle.key] = call.key }
   local attempt, ambiguous = 0, nil
   while true do
     local attempt_deadline = now() + (deadline - now()) * APPLY_SHARE
-    local data, rid = self:_exchange(path, clean, attempt_deadline, order_no, attempt + 1)
-    local err
-    if data then
-      err = unbound(data, order_no, rid)
-      if not err then return api.card(data, rid) end
-    else
-      err = rid
-    end
+    local result, err = self:_exchange(call, ep, clean, attempt_deadline, attempt + 1)
+    if result then return result end
     attempt = attempt + 1
     local definite_refusal = err.kind == "api" and err.code ~= api.SERVICE_UNAVAILABLE
     if not ambiguous then
@@ -357,12 +360,12 @@ function Client:_apply(clean, deadline)
       local pause = backoff(attempt)
       if not err.retryable or attempt > self.o.max_retries or now() + pause >= deadline then
         if not ambiguous then return nil, err end
-        self:_log("unknown", path, order_no, attempt, { error = err.kind })
+        self:_log(call, ep, "unknown", attempt, { error = err.kind })
         return nil, unknown_outcome(ambiguous, "applying again failed before it was sent: "
           .. err.message)
       end
-      self:_log("retry", path, order_no, attempt, { pause = pause, error = err.kind })
-      sleep(pause)
+      self:_log(call, ep, "retry", attempt, { pause = pause, error = err.kind })
+      rt.sleep(pause)
     elseif definite_refusal and not api.ORDER_DUPLICATE[err.sub_code] then
       -- A re-apply refused for its own reasons (a rate limit, a hold...): the first attempt
       -- may still have made the card. Only the order's own state can say.
@@ -373,26 +376,26 @@ function Client:_apply(clean, deadline)
       settle = true
     end
     if settle then
-      self:_log("resolve", path, order_no, attempt, { error = err.kind })
+      self:_log(call, ep, "resolve", attempt, { error = err.kind })
       local settling = { last = err }
-      local card, qerr = self:_query(order_no, deadline, true, settling)
+      local card, qerr = self:_read(call, ep.settle, settle_with, deadline, true, settling)
       if card then
-        self:_log("resolved", path, order_no, attempt, { status = card.status })
+        self:_log(call, ep, "resolved", attempt, { status = card.status })
         return card
       end
       if settling.repeated then
-        self:_log("unknown", path, order_no, attempt, { error = qerr.kind })
+        self:_log(call, ep, "unknown", attempt, { error = qerr.kind })
         return nil, misconfigured(ambiguous or err, qerr.setting)
       end
       if not (qerr.kind == "api" and api.ORDER_NOT_FOUND[qerr.sub_code]) then
-        self:_log("unknown", path, order_no, attempt, { error = qerr.kind })
+        self:_log(call, ep, "unknown", attempt, { error = qerr.kind })
         return nil, unknown_outcome(ambiguous, "Query Apply Result failed too: " .. qerr.message)
       end
       -- Not found *yet*: the attempt may still be on its way to the platform, so this proves
       -- nothing for good. Applying again is safe (a late original would be refused as a
       -- duplicate, and that refusal is settled by a query), and settles it, unless the last
       -- re-apply was itself refused: then the platform will not take it, and we cannot know.
-      self:_log("not_found", path, order_no, attempt, {})
+      self:_log(call, ep, "not_found", attempt, {})
       if err ~= ambiguous and definite_refusal then
         return nil, unknown_outcome(ambiguous, "applying again was refused (code "
           .. tostring(err.code) .. ", sub_code " .. tostring(err.sub_code) .. ") and the "
@@ -405,6 +408,11 @@ function Client:_apply(clean, deadline)
   end
 end
 
+-- A read call: one endpoint, retried up to max_retries (Client:_read).
+function Client:_read_call(call, biz, deadline)
+  return self:_read(call, call.ep, biz, deadline)
+end
+
 --- Query Apply Result: the card of an existing order, retried up to `max_retries` on
 -- failures that are safe to repeat.
 -- @tparam string order_no the order's `order_no`
@@ -413,9 +421,23 @@ end
 -- @treturn[2] error `sub_code == "order-not-found"` for an order the platform does not know
 function Client:query_apply_result(order_no)
   check_open(self, "query_apply_result")
-  local clean, verr = validate(schema.query_apply_result, { order_no = order_no })
-  if not clean then return nil, verr end
-  return self:_call(self._query, clean.order_no, now() + self.o.timeout)
+  return self:_one_call(QUERY, { order_no = order_no })
+end
+
+--- Any endpoint of the client's table by name, with its biz_data: what apply_card and
+-- query_apply_result are for their endpoints (the same validation, deadline, retries and
+-- settling), for an endpoint that has no method of its own yet.
+-- @tparam string endpoint `"apply_card"`, `"query_apply_result"`, or a newer one
+-- @tparam biz_data biz_data the endpoint's biz_data, validated before anything is sent
+-- @treturn[1] table the endpoint's result (a card for these two)
+-- @return[2] nil
+-- @treturn[2] error as for the endpoint's own method
+function Client:call(endpoint, biz_data)
+  check_open(self, "call")
+  local ep = type(endpoint) == "string" and endpoints[endpoint]
+  if not ep then error('pagsmile.issuing: no endpoint "' .. tostring(endpoint) .. '"', 2) end
+  local result, err = self:_one_call(ep, biz_data)
+  return result, err
 end
 
 local function positive_seconds(v)
@@ -428,10 +450,11 @@ end
 -- and raises, as before.
 local WAIT_OPTIONS = { timeout = true, interval = true, on_update = true }
 
-local function check_wait(wait, call)
+-- Raises at `level` (the public method's caller) for a bad value.
+local function check_wait(wait, call, level)
   if wait == nil then wait = {} end
   if type(wait) ~= "table" then
-    error("pagsmile.issuing: the options of " .. call .. " must be a table or nil", 3)
+    error("pagsmile.issuing: the options of " .. call .. " must be a table or nil", level)
   end
   for k in pairs(wait) do
     if not WAIT_OPTIONS[k] then
@@ -442,13 +465,26 @@ local function check_wait(wait, call)
   local w = { timeout = wait.timeout or 60, interval = wait.interval or 2, on_update = wait.on_update }
   for _, name in ipairs { "timeout", "interval" } do
     if not positive_seconds(w[name]) then
-      error("pagsmile.issuing: wait." .. name .. " must be a positive, finite number of seconds", 3)
+      error("pagsmile.issuing: wait." .. name .. " must be a positive, finite number of seconds", level)
     end
   end
   if w.on_update ~= nil and type(w.on_update) ~= "function" then
-    error("pagsmile.issuing: wait.on_update must be a function(card) or nil", 3)
+    error("pagsmile.issuing: wait.on_update must be a function(card) or nil", level)
   end
   return w
+end
+
+-- The start both waiting calls share: their options, a deadline counted from the call on
+-- the call's own clock, validation. Returns call, clean biz, deadline, w, or nil, err; a bad
+-- value raises at the caller of the public method `method`.
+function Client:_start_wait(method, ep, biz_data, wait)
+  local w, werr = check_wait(wait, method, 4)
+  if not w then return nil, werr end
+  local rt = self:_runtime()
+  local deadline = rt.now() + w.timeout
+  local clean, verr = validate(ep, biz_data, 4)
+  if not clean then return nil, verr end
+  return { rt = rt, ep = ep, key = clean[ep.key] }, clean, deadline, w
 end
 
 --- Applies, then follows a processing order with Query Apply Result every `interval` seconds
@@ -462,20 +498,17 @@ end
 -- @treturn[2] error kind `"timeout"` with `err.card` when the order is still processing
 function Client:apply_card_and_wait(biz_data, wait)
   check_open(self, "apply_card_and_wait")
-  local w, werr = check_wait(wait, "apply_card_and_wait")
-  if not w then return nil, werr end
-  local deadline = now() + w.timeout
-  local clean, verr = validate(schema.apply_card, biz_data)
-  if not clean then return nil, verr end
-  return self:_call(self._apply_and_wait, clean, deadline, w)
+  local call, clean, deadline, w = self:_start_wait("apply_card_and_wait", APPLY, biz_data, wait)
+  if not call then return nil, clean end
+  return self:_call(call, self._apply_and_wait, clean, deadline, w)
 end
 
-function Client:_apply_and_wait(clean, deadline, w)
-  local card, err = self:_apply(clean, math.min(deadline, now() + self.o.timeout))
+function Client:_apply_and_wait(call, clean, deadline, w)
+  local card, err = self:_write(call, clean, math.min(deadline, call.rt.now() + self.o.timeout))
   if not card then return nil, err end
   -- A failing on_update must not lose the card: its errors are dropped.
   if w.on_update then pcall(w.on_update, card) end
-  return self:_follow(clean.order_no, card, deadline, w)
+  return self:_follow(call, card, deadline, w)
 end
 
 --- Follows an order that already exists (the README's follow-up for an apply that came back
@@ -491,12 +524,10 @@ end
 -- the refusal of the query (e.g. kind `"api"`, sub_code `"order-not-found"`)
 function Client:wait_apply_result(order_no, wait)
   check_open(self, "wait_apply_result")
-  local w, werr = check_wait(wait, "wait_apply_result")
-  if not w then return nil, werr end
-  local deadline = now() + w.timeout
-  local clean, verr = validate(schema.query_apply_result, { order_no = order_no })
-  if not clean then return nil, verr end
-  return self:_call(self._follow, clean.order_no, nil, deadline, w)
+  local call, clean, deadline, w = self:_start_wait("wait_apply_result", QUERY,
+    { order_no = order_no }, wait)
+  if not call then return nil, clean end
+  return self:_call(call, self._follow, nil, deadline, w)
 end
 
 -- Waiting stops once less than this is left after at least one query: too little for
@@ -506,7 +537,9 @@ local MIN_LEFT = 0.1
 -- Polls until the order completes or the deadline. There is at least one query while time
 -- is left, and the pause shrinks to half the time left near the deadline (issue 10 item 5):
 -- `{timeout = 2}` with the default 2 s interval still polls until its deadline.
-function Client:_follow(order_no, card, deadline, w)
+function Client:_follow(call, card, deadline, w)
+  local now, order_no = call.rt.now, call.key
+  local query = { order_no = order_no }
   local last_err, queries = nil, 0
   while not (card and card.completed) do
     local left = deadline - now()
@@ -519,8 +552,8 @@ function Client:_follow(order_no, card, deadline, w)
           sent = card ~= nil })
     end
     -- wait_apply_result's first query goes at once; every other one after a pause.
-    if card or queries > 0 then sleep(math.min(w.interval, left / 2)) end
-    local c, e = self:_query(order_no, math.min(deadline, now() + self.o.timeout))
+    if card or queries > 0 then call.rt.sleep(math.min(w.interval, left / 2)) end
+    local c, e = self:_read(call, QUERY, query, math.min(deadline, now() + self.o.timeout))
     queries = queries + 1
     if c then
       card = c
@@ -547,32 +580,8 @@ function Client:parse_notification(raw_body)
   if type(raw_body) ~= "string" then
     error("pagsmile.issuing: parse_notification expects the raw body as a string", 2)
   end
-  local env, msg = core.json_decode(raw_body)
-  if type(env) ~= "table" then
-    return nil, errors.new("protocol", "the notification is not a JSON object"
-      .. (msg and (" (" .. msg .. ")") or ""))
-  end
-  local ctx = { request_id = env.request_id }
-  if env.partner_id ~= nil and tostring(env.partner_id) ~= self.o.partner_id then
-    return nil, errors.new("protocol", "the notification is for another partner_id", ctx)
-  end
-  local biz = env.biz_data
-  local sealed = env.sign_type ~= nil and env.sign_type ~= ""
-  if sealed then
-    if type(biz) ~= "string" or type(env.random_key) ~= "string" then
-      return nil, errors.new("protocol", "an encrypted notification needs random_key and "
-        .. "biz_data strings", ctx)
-    end
-    biz, msg = core.unseal(self.o.merchant_key, env.random_key, biz)
-    if not biz then
-      return nil, errors.new("protocol", "the notification's biz_data " .. msg, ctx)
-    end
-  elseif type(biz) == "string" then
-    biz = core.json_decode(biz)
-  end
-  if type(biz) ~= "table" then
-    return nil, errors.new("protocol", "the notification has no biz_data object", ctx)
-  end
+  local biz, env, sealed = envelope.notification(self.o.merchant_key, self.o.partner_id, raw_body)
+  if not biz then return nil, env end
   local note = api.card(biz, env.request_id)
   note.notify_type = env.notify_type
   note.sealed = sealed       -- how it travelled; not who sent it

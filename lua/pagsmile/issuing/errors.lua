@@ -89,23 +89,61 @@ function errors.config(field, message)
   return errors.new("config", field .. ": " .. message, { field = field })
 end
 
--- An error table from a transport or from core.open, given this call's context.
+-- The retry rule, for every transport (issue 11 item 3): a failed request may be sent again
+-- only when nothing of it left this machine and the failure is one a new attempt can get
+-- past. `case` is what the transport saw; a case not listed here (a certificate the trust
+-- store rejects, a CA file that cannot be read, a bad URL or header, an answer too large, a
+-- closed transport) is final on curl and on ngx alike.
+errors.RETRYABLE_CASES = {
+  resolve = true,    -- a name that did not resolve (DNS may recover)
+  connect = true,    -- refused, unreachable, or the connect timed out
+  proxy = true,      -- the proxy's handshake failed
+  timeout = true,    -- the deadline of this attempt, before anything was sent
+  handshake = true,  -- the TLS handshake itself failed (not the certificate)
+  reset = true,      -- the connection failed while sending or reading
+}
+
+--- A transport failure: `kind` "transport", "timeout" or "protocol"; `sent` whether any byte
+-- of the request left; `case` one of the transport's cases (see RETRYABLE_CASES). `fields`
+-- adds curl_code, setting...
+function errors.transport(kind, message, sent, case, fields)
+  local e = fields or {}
+  e.sent = sent == true
+  e.retryable = not e.sent and errors.RETRYABLE_CASES[case] == true
+  return errors.new(kind, message, e)
+end
+
+--- A refusal by the platform (SPEC.md §4: a code other than the success code). The platform's
+-- own words stay in err.msg / err.sub_msg: they might echo what was sent (a holder's name, an
+-- email), and messages carry no biz_data values. What the refusal means comes from api.lua's
+-- table instead (issue 10 item 7).
+function errors.api(code, msg, sub_code, sub_msg, fields)
+  local e = fields or {}
+  e.code, e.msg, e.sub_code, e.sub_msg = code, msg, sub_code, sub_msg
+  local setting, hint = api.refusal(code, sub_code)
+  e.setting = e.setting or setting
+  return errors.new("api", "the platform refused the request" .. (hint and (": " .. hint) or "")
+    .. ((msg or sub_msg) and " (its words are in err.msg and err.sub_msg)" or ""), e)
+end
+
+--- Adds a call's context (request_id, order_no, http_status...) to an error, keeping what it
+-- has.
+function errors.with(e, context)
+  for k, v in pairs(context) do if e[k] == nil then e[k] = v end end
+  return e
+end
+
+-- An error from a transport given as a table (`transport = table`, which may return plain
+-- tables), given this call's context: our own errors keep their identity.
 function errors.wrap(t, context)
+  if getmetatable(t) == Error then return errors.with(t, context) end
   local e = {}
   for k, v in pairs(t) do e[k] = v end
   for k, v in pairs(context) do if e[k] == nil then e[k] = v end end
   if e.kind == "api" then
-    -- The platform's own words stay in err.msg / err.sub_msg: they might echo what was
-    -- sent (a holder's name, an email), and messages carry no biz_data values. What the
-    -- refusal means comes from api.lua's table instead (issue 10 item 7).
-    local setting, hint = api.refusal(e.code, e.sub_code)
-    e.setting = e.setting or setting
-    e.message = "the platform refused the request" .. (hint and (": " .. hint) or "")
-      .. ((e.msg or e.sub_msg) and " (its words are in err.msg and err.sub_msg)" or "")
-  else
-    e.message = printable(e.message, MAX_MESSAGE)
+    return errors.api(e.code, e.msg, e.sub_code, e.sub_msg, e)
   end
-  return setmetatable(e, Error)
+  return errors.new(e.kind, e.message, e)
 end
 
 return errors

@@ -3,12 +3,13 @@
 local core = require "pagsmile.issuing.core"
 local api = require "pagsmile.issuing.api"
 local errors = require "pagsmile.issuing.errors"
+local http = require "pagsmile.issuing.http"
 
 local options = {}
 
 local DEFAULTS = {
   base_url = api.SANDBOX_URL,
-  timeout = 30,
+  timeout = http.TIMEOUT,
   max_retries = 2,
   utc_offset = api.DEFAULT_UTC_OFFSET,
   version = api.DEFAULT_VERSION,
@@ -24,7 +25,7 @@ local KNOWN = {
 }
 
 -- connect_timeout's default, clamped to timeout: `timeout = 2` alone must just work.
-local DEFAULT_CONNECT_TIMEOUT = 5
+local DEFAULT_CONNECT_TIMEOUT = http.CONNECT_TIMEOUT
 local MAX_TIMEOUT = 600
 local MAX_RETRIES = 10
 
@@ -119,10 +120,9 @@ local function check_base_url(url)
   if url:find("@", 1, true) then return nil, "must not carry userinfo (user:password@)" end
   if url:find("[?#]") then return nil, "must not carry a query or a fragment" end
   url = url:gsub("/+$", "")
-  local scheme, authority, path = url:match("^(%a[%w+.-]*)://([^/]*)(.*)$")
+  -- split as the transports split it (no "@", "?" or "#" is left to tell them apart)
+  local scheme, host, port, path = http.split_url(url)
   if not scheme or (scheme ~= "https" and scheme ~= "http") then return nil, URL_SHAPE end
-  local host, port = authority:match("^(%[[^%]]*%])(.*)$")
-  if not host then host, port = authority:match("^([^:]*)(.*)$") end
   if host == "" or not valid_host(host) then
     return nil, "must name a host: a DNS name, an IPv4 address or an [IPv6] address"
   end

@@ -151,43 +151,15 @@ local NULL = core.null
 
 -- Length in code points of a valid UTF-8 string without control characters (C0, DEL, C1),
 -- or nil and the reason. Overlongs, surrogates, code points above U+10FFFF and truncated
--- sequences are invalid.
+-- sequences are invalid: the C core's rule (core.text_length), the JSON encoder's own, so
+-- what passes here always encodes.
+local TEXT_REASONS = { utf8 = BAD_UTF8, control = CONTROL }
+local core_text_length = core.text_length
 local function text_length(s)
-  local n = #s
-  if not find(s, "[^ -~]") then return n end -- printable ASCII, the common case
-  local count, i = 0, 1
-  while i <= n do
-    local c = byte(s, i)
-    if c < 0x80 then
-      if c < 0x20 or c == 0x7F then return nil, CONTROL end
-      i = i + 1
-    elseif c < 0xC2 then -- a stray continuation byte, or an overlong 2-byte lead
-      return nil, BAD_UTF8
-    elseif c < 0xE0 then
-      local c2 = byte(s, i + 1)
-      if not c2 or c2 < 0x80 or c2 > 0xBF then return nil, BAD_UTF8 end
-      if c == 0xC2 and c2 < 0xA0 then return nil, CONTROL end -- U+0080..U+009F
-      i = i + 2
-    elseif c < 0xF0 then
-      local c2, c3 = byte(s, i + 1, i + 2)
-      if not c3 or c3 < 0x80 or c3 > 0xBF then return nil, BAD_UTF8 end
-      local lo, hi = 0x80, 0xBF
-      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end -- overlong, surrogates
-      if c2 < lo or c2 > hi then return nil, BAD_UTF8 end
-      i = i + 3
-    elseif c < 0xF5 then
-      local c2, c3, c4 = byte(s, i + 1, i + 3)
-      if not c4 or c3 < 0x80 or c3 > 0xBF or c4 < 0x80 or c4 > 0xBF then return nil, BAD_UTF8 end
-      local lo, hi = 0x80, 0xBF
-      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end -- overlong, > U+10FFFF
-      if c2 < lo or c2 > hi then return nil, BAD_UTF8 end
-      i = i + 4
-    else
-      return nil, BAD_UTF8
-    end
-    count = count + 1
-  end
-  return count
+  if not find(s, "[^ -~]") then return #s end -- printable ASCII, the common case
+  local n, why = core_text_length(s)
+  if n then return n end
+  return nil, TEXT_REASONS[why]
 end
 
 -- Numbers ----------------------------------------------------------------------------------
@@ -496,7 +468,8 @@ end
 -- Returns a new table ready for JSON encoding (biz_data itself is never modified), or nil,
 -- the dotted path of the first violation, the reason (a sentence) and the rule it breaks.
 function schema.validate(obj, biz_data)
-  if type(obj) ~= "table" or not obj.known then error("not a schema table", 2) end
+  if type(obj) ~= "table" or not obj.fields then error("not a schema table", 2) end
+  if not obj.known then schema.register(obj) end
   if type(biz_data) ~= "table" then error("biz_data must be a table", 2) end
   return validate_object(obj, biz_data)
 end
@@ -504,7 +477,8 @@ end
 --- Like validate, but on failure returns nil and every violation, in validate's order (the
 -- first is validate's error), each { field =, rule =, reason =, message = }.
 function schema.validate_all(obj, biz_data)
-  if type(obj) ~= "table" or not obj.known then error("not a schema table", 2) end
+  if type(obj) ~= "table" or not obj.fields then error("not a schema table", 2) end
+  if not obj.known then schema.register(obj) end
   if type(biz_data) ~= "table" then error("biz_data must be a table", 2) end
   local all = {}
   local clean = validate_object(obj, biz_data, all)
@@ -559,7 +533,11 @@ local function compile(obj, prefix, label)
   end
 end
 
-compile(schema.apply_card, "", schema.apply_card.name)
-compile(schema.query_apply_result, "", schema.query_apply_result.name)
+--- Prepares an endpoint's schema table (paths, name sets, reason texts) once; endpoints.lua
+-- registers every endpoint's, and validate does it for a table it has not seen.
+function schema.register(obj)
+  if not obj.known then compile(obj, "", obj.name) end
+  return obj
+end
 
 return schema

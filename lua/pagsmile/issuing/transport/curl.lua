@@ -2,31 +2,27 @@
 -- reused between requests so the connection stays alive. Same interface as transport/ngx.lua:
 --   t:request{ url, body, headers = { [name] = value }, timeout, connect_timeout }  (seconds)
 --     -> { status, body, connects, time }
---        | nil, { kind, message, curl_code, sent, retryable, setting }
+--        | nil, err (errors.lua: kind, message, curl_code, sent, retryable, setting)
 local core = require "pagsmile.issuing.core"
+local errors = require "pagsmile.issuing.errors"
+local http = require "pagsmile.issuing.http"
 
 local M = { name = "curl" }
 
-M.DEFAULT_USER_AGENT = "pagsmile-issuing/" .. tostring(core._VERSION) .. " libcurl/" .. core.curl_version()
-
-local DEFAULT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT = 30, 5
+M.DEFAULT_USER_AGENT = http.USER_AGENT .. "/" .. tostring(core._VERSION) .. " libcurl/" .. core.curl_version()
 
 local Transport = {}
 Transport.__index = Transport
 
-local error_mt = { __tostring = function(e) return e.kind .. ": " .. e.message end }
-
 local type, pairs, tostring, setmetatable = type, pairs, tostring, setmetatable
-local sort, ceil, find, match, gsub, lower = table.sort, math.ceil, string.find, string.match,
-  string.gsub, string.lower
+local sort, ceil, find = table.sort, math.ceil, string.find
 
 -- opts: ca_file, proxy ("" = none, nil = libcurl's environment), user_agent, max_body (bytes)
 function M.new(opts)
   opts = opts or {}
   local handle, err = core.http()
   if not handle then
-    return nil, setmetatable({ kind = "transport", message = err, sent = false, retryable = false },
-                             error_mt)
+    return nil, errors.transport("transport", err, false, "setup")
   end
   return setmetatable({
     handle = handle,
@@ -35,7 +31,7 @@ function M.new(opts)
       ca_file = opts.ca_file,
       proxy = opts.proxy,
       user_agent = opts.user_agent or M.DEFAULT_USER_AGENT,
-      max_body = opts.max_body,
+      max_body = opts.max_body or http.MAX_BODY,
       headers = false,
       timeout_ms = 0,
       connect_timeout_ms = 0,
@@ -43,11 +39,11 @@ function M.new(opts)
   }, Transport)
 end
 
--- Sorted "Name: value" lines; CR, LF or NUL in a header would let it smuggle other headers.
+-- Sorted "Name: value" lines; a header http.header_ok refuses is a programming error.
 local function header_lines(map)
   local names, n = {}, 0
   for name in pairs(map) do
-    if type(name) ~= "string" or not find(name, "^[%w!#$%%&'*+.^_`|~-]+$") then
+    if type(name) ~= "string" or not find(name, http.TOKEN) then
       error("pagsmile.issuing: bad header name", 3)
     end
     n = n + 1
@@ -58,21 +54,12 @@ local function header_lines(map)
   for i = 1, n do
     local name = names[i]
     local value = tostring(map[name])
-    if find(value, "[%z\r\n]") then
+    if not http.header_ok(name, value) then
       error("pagsmile.issuing: bad value for header " .. name, 3)
     end
     lines[i] = name .. ": " .. value
   end
   return lines
-end
-
--- "host:port" of a URL, for messages: never its userinfo (a password) nor its path.
-local function target(url)
-  local scheme, authority = match(url, "^(%a[%w+.-]*)://([^/?#]*)")
-  if not scheme then return nil end
-  authority = gsub(authority, "^.*@", "")
-  if find(authority, ":%d+$") then return authority end
-  return authority .. (lower(scheme) == "https" and ":443" or ":80")
 end
 
 -- libcurl codes that point at a setting (issue 10 item 7): the setting, and a hint that does
@@ -91,24 +78,25 @@ local function hint(code, opts)
 end
 
 -- Says where the request went and, when the failure points at a setting, which one.
-local function explain(err, url, opts)
-  local where = target(url)
+local function failure(url, opts, kind, message, curl_code, sent, cause)
+  local where = http.target(url)
   if where then
-    err.message = err.message .. ", talking to " .. where
+    message = message .. ", talking to " .. where
       .. (opts.proxy and opts.proxy ~= "" and " through the proxy" or "")
   end
-  local setting, text = hint(err.curl_code, opts)
-  if setting then err.setting, err.message = setting, err.message .. "; " .. text end
-  return setmetatable(err, error_mt)
+  local setting, text = hint(curl_code, opts)
+  if setting then message = message .. "; " .. text end
+  return nil, errors.transport(kind, message, sent, cause, { curl_code = curl_code, setting = setting })
 end
 
 function Transport:request(req)
   local opts = self.opts
   opts.headers = req.headers and header_lines(req.headers) or nil
-  opts.timeout_ms = ceil((req.timeout or DEFAULT_TIMEOUT) * 1000)
-  opts.connect_timeout_ms = ceil((req.connect_timeout or DEFAULT_CONNECT_TIMEOUT) * 1000)
-  local status, body, info = self.handle:request(req.url, req.body or "", opts)
-  if not status then return nil, explain(body, req.url, opts) end
+  opts.timeout_ms = ceil((req.timeout or http.TIMEOUT) * 1000)
+  opts.connect_timeout_ms = ceil((req.connect_timeout or http.CONNECT_TIMEOUT) * 1000)
+  local status, body, info, curl_code, sent, cause = self.handle:request(req.url, req.body or "", opts)
+  -- on failure: nil, kind, message, curl_code, sent, cause
+  if not status then return failure(req.url, opts, body, info, curl_code, sent, cause) end
   return { status = status, body = body, connects = info.connects, time = info.time_ms / 1000 }
 end
 

@@ -2,12 +2,16 @@
 -- The non-blocking transport for code running in OpenResty: HTTP/1.1 over ngx.socket.tcp
 -- with the worker's connection pool. Same interface as transport/curl.lua:
 --   t:request{ url, body, headers, timeout, connect_timeout, method }
---     -> { status, body, headers, connects, time } | nil, { kind, message, sent, retryable }
+--     -> { status, body, headers, connects, time }
+--        | nil, err (errors.lua: kind, message, sent, retryable, setting)
+local errors = require "pagsmile.issuing.errors"
+local http = require "pagsmile.issuing.http"
+
 local M = { name = "ngx" }
 
-local MAX_BODY = 1024 * 1024
+local MAX_BODY = http.MAX_BODY
 local MAX_HEADERS = 100
-local DEFAULT_UA = "pagsmile-issuing (ngx)"
+local DEFAULT_UA = http.USER_AGENT .. " (ngx)"
 
 local Transport = {}
 Transport.__index = Transport
@@ -20,19 +24,21 @@ local url_cache, url_cache_n = {}, 0
 local function parse_url(url)
   local hit = url_cache[url]
   if hit then return hit end
-  local scheme, authority, path = match(url, "^(%a[%w+.-]*)://([^/?#]+)([^#]*)")
+  local scheme, bracketed, port_text, path = http.split_url(url)
   if not scheme then return nil, "bad url" end
   scheme = lower(scheme)
   if scheme ~= "http" and scheme ~= "https" then return nil, "unsupported url scheme" end
-  local host, port = match(authority, "^%[([^%]]+)%]:?(%d*)$")
-  if not host then host, port = match(authority, "^([^:]+):?(%d*)$") end
-  if not host or host == "" then return nil, "bad url host" end
+  local host = match(bracketed, "^%[(.+)%]$") or bracketed
+  local port = match(port_text, "^:?(%d*)$")
+  if host == "" or not port or (host == bracketed and find(host, "[%[%]]")) then
+    return nil, "bad url host"
+  end
   local tls = scheme == "https"
   local default_port = tls and 443 or 80
   port = tonumber(port) or default_port
   if port < 1 or port > 65535 then return nil, "bad url port" end
   if path == "" then path = "/" end
-  local host_header = port == default_port and authority:gsub(":%d*$", "") or authority
+  local host_header = port == default_port and bracketed or (bracketed .. ":" .. port)
   -- nginx resolves names only through a `resolver`; "localhost" needs none. An IPv6
   -- literal keeps its brackets for connect.
   local addr = lower(host) == "localhost" and "127.0.0.1" or host
@@ -64,9 +70,11 @@ function M.new(opts)
   return self
 end
 
-local function fail(kind, message, sent, sock, final)
+-- A failure as plain values: nil, kind, message, sent, cause (errors.RETRYABLE_CASES);
+-- Transport:request makes the error object.
+local function fail(kind, message, sent, sock, cause)
   if sock then sock:close() end
-  return nil, { kind = kind, message = message, sent = sent, retryable = not sent and not final }
+  return nil, kind, message, sent, cause
 end
 
 -- nginx resolves a name on its own `resolver_timeout` (30 s by default), deaf to the socket's
@@ -132,10 +140,10 @@ end
 -- A receive error after the request went out: the server may have acted on it.
 local function read_fail(err, what, sock)
   if err == "timeout" then
-    return fail("timeout", "timed out reading the " .. what, true, sock)
+    return fail("timeout", "timed out reading the " .. what, true, sock, "timeout")
   end
   local why = tostring(err):gsub("^connection ", "")
-  return fail("transport", "connection " .. why .. " while reading the " .. what, true, sock)
+  return fail("transport", "connection " .. why .. " while reading the " .. what, true, sock, "reset")
 end
 
 -- The answer is read through a small buffer over receiveany. A socket timeout restarts
@@ -234,7 +242,7 @@ end
 -- A header (or trailer) line: a token name, a colon, the value. Obsolete line folding,
 -- space before the colon and stray control characters are refused (RFC 9112 §5).
 local function header_line(h)
-  local name, value = match(h, "^([%w!#$%%&'*+.^_`|~-]+):[ \t]*(.-)[ \t]*$")
+  local name, value = match(h, "^([%w!#$%%&'*+.^_`|~-]+):[ \t]*(.-)[ \t]*$") -- http.TOKEN
   if not name or find(value, "[%z\1-\8\10-\31\127]") then return nil end
   return lower(name), value
 end
@@ -315,14 +323,12 @@ local SKIP = { host = true, ["content-length"] = true, connection = true,
                ["user-agent"] = true, ["transfer-encoding"] = true }
 
 local function request(self, req)
-  if self.closed then
-    return nil, { kind = "transport", message = "transport is closed", sent = false, retryable = false }
-  end
+  if self.closed then return fail("transport", "transport is closed", false, nil, "closed") end
   ngx.update_time()
   local started = ngx.now()
   local u, uerr = parse_url(req.url)
-  if not u then return fail("transport", uerr, false) end
-  local timeout = req.timeout or 30
+  if not u then return fail("transport", uerr, false, nil, "url") end
+  local timeout = req.timeout or http.TIMEOUT
   local connect_timeout = math.min(req.connect_timeout or timeout, timeout)
   local body = req.body or ""
   local verify = u.tls and self.ssl_verify or false
@@ -342,16 +348,16 @@ local function request(self, req)
   end
   if not ok then
     if err == "timeout" or find(tostring(err), "timed out", 1, true) then
-      return fail("timeout", "timed out connecting: " .. tostring(err), false, sock)
+      return fail("timeout", "timed out connecting: " .. tostring(err), false, sock, "timeout")
     end
-    return fail("transport", "could not connect: " .. tostring(err), false, sock)
+    return fail("transport", "could not connect: " .. tostring(err), false, sock, "connect")
   end
   local reused = sock:getreusedtimes() or 0
   if u.tls and reused == 0 then
     -- ngx_lua times the handshake with the connect timeout: give it what connecting left.
     ngx.update_time()
     local left = math.min(connect_timeout, timeout) - (ngx.now() - started)
-    if left <= 0 then return fail("timeout", "timed out connecting", false, sock) end
+    if left <= 0 then return fail("timeout", "timed out connecting", false, sock, "timeout") end
     sock:settimeouts(math.max(1, math.floor(left * 1000)), rest, rest)
     -- An address goes out without SNI (RFC 6066 forbids it) and is matched by IP SAN below.
     local sess, serr = sock:sslhandshake(false, not u.ip and u.host or nil, verify)
@@ -363,16 +369,16 @@ local function request(self, req)
       if not match_ip then sess, serr = nil, why end
     end
     if not sess then
-      if serr == "timeout" then return fail("timeout", "timed out in the TLS handshake", false, sock) end
+      if serr == "timeout" then return fail("timeout", "timed out in the TLS handshake", false, sock, "timeout") end
       -- as curl: a certificate that fails is a misconfiguration, and retrying cannot help
       return fail("transport", "TLS handshake failed: " .. tostring(serr), false, sock,
-                  certificate_failure(tostring(serr)))
+                  certificate_failure(tostring(serr)) and "certificate" or "handshake")
     end
   end
 
   ngx.update_time()
   local remaining = timeout - (ngx.now() - started)
-  if remaining <= 0 then return fail("timeout", "deadline reached before sending", false, sock) end
+  if remaining <= 0 then return fail("timeout", "deadline reached before sending", false, sock, "timeout") end
   rest = math.max(1, math.floor(remaining * 1000))
   sock:settimeouts(ms, rest, rest)
 
@@ -385,8 +391,8 @@ local function request(self, req)
   }
   for name, value in pairs(req.headers or {}) do
     if not SKIP[lower(name)] then
-      if find(name, "[\r\n:]") or find(tostring(value), "[\r\n]") then
-        return fail("transport", "bad request header", false, sock)
+      if not http.header_ok(name, value) then
+        return fail("transport", "bad request header", false, sock, "header")
       end
       local n = #lines
       lines[n + 1], lines[n + 2], lines[n + 3], lines[n + 4] = name, ": ", tostring(value), "\r\n"
@@ -396,14 +402,14 @@ local function request(self, req)
   lines[#lines + 1] = body
   local sent_ok, serr = sock:send(lines)
   if not sent_ok then
-    if serr == "timeout" then return fail("timeout", "timed out sending the request", true, sock) end
-    return fail("transport", "connection " .. tostring(serr) .. " while sending", true, sock)
+    if serr == "timeout" then return fail("timeout", "timed out sending the request", true, sock, "timeout") end
+    return fail("transport", "connection " .. tostring(serr) .. " while sending", true, sock, "reset")
   end
 
   local r = new_reader(sock, started + timeout)
   local version, status, headers = read_head(r)
   if not version then
-    if status == "protocol" then return fail("protocol", headers, true, sock) end
+    if status == "protocol" then return fail("protocol", headers, true, sock, "answer") end
     return read_fail(status, "response head", sock)
   end
 
@@ -417,22 +423,22 @@ local function request(self, req)
   elseif te then
     -- No Accept-Encoding is sent, so "chunked" is the only coding a server may use.
     if lower(te) ~= "chunked" then
-      return fail("protocol", "unsupported transfer-encoding", true, sock)
+      return fail("protocol", "unsupported transfer-encoding", true, sock, "answer")
     end
     -- Both framings at once is how request smuggling starts: read by chunks, then close.
     if clen then keep = false end
     res_body, berr, bmsg = read_chunked(r)
   elseif clen then
     local n = tonumber(match(clen, "^%s*(%d+)%s*$"))
-    if not n then return fail("protocol", "bad content-length", true, sock) end
-    if n > MAX_BODY then return fail("protocol", "response body larger than 1 MiB", true, sock) end
+    if not n then return fail("protocol", "bad content-length", true, sock, "answer") end
+    if n > MAX_BODY then return fail("protocol", "response body larger than 1 MiB", true, sock, "too_big") end
     if n == 0 then res_body = "" else res_body, berr = r:bytes(n) end
   else
     keep = false
     res_body, berr, bmsg = r:rest()
   end
   if not res_body then
-    if berr == "protocol" then return fail("protocol", bmsg, true, sock) end
+    if berr == "protocol" then return fail("protocol", bmsg, true, sock, "answer") end
     return read_fail(berr, "response body", sock)
   end
 
@@ -455,20 +461,17 @@ end
 -- Every failure says where the request went, and a certificate failure where nginx's trust
 -- comes from (issue 10 item 7).
 function Transport:request(req)
-  local res, err = request(self, req)
+  local res, kind, message, sent, cause = request(self, req)
   if res then return res end
-  local u = parse_url(req.url)
-  if u then
-    local host = find(u.host, ":", 1, true) and "[" .. u.host .. "]" or u.host
-    err.message = err.message .. ", talking to " .. host .. ":" .. u.port
-  end
-  if find(err.message, "^TLS handshake failed: ") and (find(err.message, "certificate", 1, true)
-     or find(err.message, "^TLS handshake failed: %d+: ")) then
-    err.setting = "lua_ssl_trusted_certificate"
-    err.message = err.message .. "; nginx checks certificates against lua_ssl_trusted_certificate"
+  local where = parse_url(req.url) and http.target(req.url)
+  if where then message = message .. ", talking to " .. where end
+  local setting
+  if cause == "certificate" then
+    setting = "lua_ssl_trusted_certificate"
+    message = message .. "; nginx checks certificates against lua_ssl_trusted_certificate"
       .. " (the ca_file setting is libcurl's only)"
   end
-  return nil, err
+  return nil, errors.transport(kind, message, sent, cause, { setting = setting })
 end
 
 -- Pooled connections belong to the worker, not to this object: nothing to release but a flag.

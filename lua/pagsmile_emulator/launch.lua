@@ -1,7 +1,7 @@
--- Starts the local emulator (pagsmile.issuing.sandbox in a throwaway nginx) and drives its
+-- Starts the local emulator (pagsmile_emulator.handler in a throwaway nginx) and drives its
 -- control API (docs/SANDBOX.md). Used by `pagsmile-issuing emulator`, the specs and
 -- `make demo`; runs under any of the four runtimes in the calling process.
---   local sb = require("pagsmile.issuing.emulator.launch").start{ port = nil, tls = false }
+--   local sb = require("pagsmile_emulator.launch").start{ port = nil, tls = false }
 --   sb:client_options(); sb:settings{...}; sb:pending(order_no, polls, after); sb:complete(no);
 --   sb:register_merchant_key(pem); sb:stats(); sb:orders(); sb:reset(); sb:stop();
 --   sb:error_log(); sb:faults{...}
@@ -10,9 +10,10 @@
 --   same across processes (the key files live in DIR, made once).
 local http = require "socket.http"
 local ltn12 = require "ltn12"
-local core = require "pagsmile.issuing.core"
-local nginx = require "pagsmile.issuing.emulator.nginx"
-local tls = require "pagsmile.issuing.emulator.tls"
+local envelope = require "pagsmile.issuing.envelope"
+local json = require "pagsmile.issuing.json"
+local nginx = require "pagsmile_emulator.nginx"
+local tls = require "pagsmile_emulator.tls"
 
 local M = {}
 
@@ -24,7 +25,7 @@ local HTTP = [[
   client_body_buffer_size 1m;
   client_max_body_size 1m;
   init_by_lua_block {
-    require("pagsmile.issuing.sandbox").init{
+    require("pagsmile_emulator.handler").init{
       app_id = "${app_id}", partner_id = "${partner_id}",
       platform_private_key_file = "${platform_private_file}",
       merchant_public_key_file = "${merchant_public_file}",
@@ -32,16 +33,16 @@ local HTTP = [[
       parent_pid = ${parent_pid}, remove_on_orphan = "${orphan_dir}",
     }
   }
-  init_worker_by_lua_block { require("pagsmile.issuing.sandbox").init_worker() }
+  init_worker_by_lua_block { require("pagsmile_emulator.handler").init_worker() }
   server {
     listen 127.0.0.1:${port}${ssl};
     listen 127.0.0.1:${control_port};
     ${tls_directives}
     location /_sandbox/ {
-      content_by_lua_block { require("pagsmile.issuing.sandbox").control() }
+      content_by_lua_block { require("pagsmile_emulator.handler").control() }
     }
     location / {
-      content_by_lua_block { require("pagsmile.issuing.sandbox").handle() }
+      content_by_lua_block { require("pagsmile_emulator.handler").handle() }
     }
   }
 ]]
@@ -71,7 +72,7 @@ local function key_pair(dir, name)
   local priv_file, pub_file = dir .. "/" .. name .. "_private.pem", dir .. "/" .. name .. "_public.pem"
   local priv, pub = nginx.read_file(priv_file), nginx.read_file(pub_file)
   if not priv and not pub then
-    priv, pub = core.keygen()
+    priv, pub = envelope.keygen()
     write_private(priv_file, priv)
     nginx.write_file(pub_file, pub)
     return priv, pub
@@ -82,10 +83,10 @@ local function key_pair(dir, name)
           .. ": restore it, or remove the other to make a new pair", 0)
   end
   -- The halves must belong together: seal with one, open with the other.
-  local pk, sk = core.public_key(pub), core.private_key(priv)
+  local pk, sk = envelope.public_key(pub), envelope.private_key(priv)
   local rk, data
-  if pk and sk then rk, data = core.seal(pk, { check = true }) end
-  local back = rk and core.unseal(sk, rk, data)
+  if pk and sk then rk, data = envelope.seal(pk, { check = true }) end
+  local back = rk and envelope.unseal(sk, rk, data)
   if type(back) ~= "table" or back.check ~= true then
     error(dir .. ": " .. name .. "_private.pem and " .. name .. "_public.pem are not one "
           .. "usable key pair (remove both to make a new pair)", 0)
@@ -131,7 +132,7 @@ local Sandbox = {}
 Sandbox.__index = Sandbox
 
 local function control(self, method, path, value)
-  local body = value ~= nil and assert(core.json_encode(value)) or ""
+  local body = value ~= nil and assert(json.encode(value)) or ""
   local out = {}
   local _, code = http.request{
     url = self.control_url .. path,
@@ -141,11 +142,11 @@ local function control(self, method, path, value)
     sink = ltn12.sink.table(out),
   }
   if code ~= 200 then
-    local answer = core.json_decode(table.concat(out))
+    local answer = json.decode(table.concat(out))
     local why = type(answer) == "table" and type(answer.error) == "string" and (": " .. answer.error) or ""
     return nil, "emulator control " .. path .. " answered " .. tostring(code) .. why
   end
-  return core.json_decode(table.concat(out))
+  return json.decode(table.concat(out))
 end
 
 --- opts (all optional):
@@ -169,16 +170,16 @@ function M.start(opts)
       assert(os.execute("mkdir -m 700 '" .. dir .. "'"))
       local k = opts.keys or {}
       local wrong_public = k.wrong_merchant_public
-      if not wrong_public then wrong_public = select(2, core.keygen()) end
+      if not wrong_public then wrong_public = select(2, envelope.keygen()) end
       write_private(dir .. "/wrong_merchant_public.pem", wrong_public)
       local set
       if opts.keys_dir then
         keys.dir, set = stable_keys(opts.keys_dir)
       else
         local platform_private, platform_public = k.platform_private, k.platform_public
-        if not platform_private then platform_private, platform_public = core.keygen() end
+        if not platform_private then platform_private, platform_public = envelope.keygen() end
         local merchant_private, merchant_public = k.merchant_private, k.merchant_public
-        if not merchant_private then merchant_private, merchant_public = core.keygen() end
+        if not merchant_private then merchant_private, merchant_public = envelope.keygen() end
         write_private(dir .. "/platform_private.pem", platform_private)
         write_private(dir .. "/platform_public.pem", platform_public)
         write_private(dir .. "/merchant_private.pem", merchant_private)
@@ -275,7 +276,7 @@ function Sandbox:register_merchant_key(public_key)
   return call(self, "POST", "/_sandbox/merchant-key", { public_key = public_key })
 end
 --- Replaces the fault list (see sandbox.lua); nil or {} clears it. (A JSON null cannot
--- clear a setting: core.json_decode leaves null members out, so false is sent.)
+-- clear a setting: json.decode leaves null members out, so false is sent.)
 function Sandbox:faults(list)
   return call(self, "POST", "/_sandbox/settings", { faults = list and list[1] and list or false })
 end

@@ -1,15 +1,17 @@
 -- luacheck: globals ngx
 -- The local emulator: the platform's side of SPEC.md §2–§7, served by nginx + the Lua module.
--- `pagsmile-issuing emulator` starts it (pagsmile.issuing.emulator.launch); docs/SANDBOX.md
+-- `pagsmile-issuing emulator` starts it (pagsmile_emulator.launch); docs/SANDBOX.md
 -- documents it and its control API.
---   init_by_lua:     require("pagsmile.issuing.sandbox").init{ app_id, partner_id, keys... }
---   init_worker_by_lua: require("pagsmile.issuing.sandbox").init_worker()
---   /issuing/:       require("pagsmile.issuing.sandbox").handle()
---   /_sandbox/:      require("pagsmile.issuing.sandbox").control()   (plain JSON)
+--   init_by_lua:     require("pagsmile_emulator.handler").init{ app_id, partner_id, keys... }
+--   init_worker_by_lua: require("pagsmile_emulator.handler").init_worker()
+--   /issuing/:       require("pagsmile_emulator.handler").handle()
+--   /_sandbox/:      require("pagsmile_emulator.handler").control()   (plain JSON)
 -- State lives in a lua_shared_dict (default "pagsmile_sandbox"); the launcher runs one
 -- process, so a read-modify-write without a yield in between is atomic.
 -- Never logs bodies, keys or PANs; the sandbox never makes or stores a full PAN.
-local core = require "pagsmile.issuing.core"
+local sealing = require "pagsmile.issuing.envelope" -- the platform's side of it
+local json = require "pagsmile.issuing.json"
+local endpoints = require "pagsmile.issuing.endpoints"
 local schema = require "pagsmile.issuing.schema"
 
 local M = {}
@@ -59,17 +61,17 @@ end
 -- wrong_merchant_public_key (optional, for the wrong_key fault), dict (optional name),
 -- parent_pid and remove_on_orphan (optional: see init_worker).
 function M.init(config)
-  local wrong = load_key(config, "wrong_merchant_public_key", core.public_key, false)
+  local wrong = load_key(config, "wrong_merchant_public_key", sealing.public_key, false)
   if not wrong then
-    local _, pub = core.keygen()
-    wrong = assert(core.public_key(pub))
+    local _, pub = sealing.keygen()
+    wrong = assert(sealing.public_key(pub))
   end
   cfg = {
     app_id = assert(config.app_id, "sandbox: app_id is required"),
     partner_id = assert(config.partner_id, "sandbox: partner_id is required"),
     dict = config.dict or "pagsmile_sandbox",
-    platform_key = load_key(config, "platform_private_key", core.private_key, true),
-    merchant_key = load_key(config, "merchant_public_key", core.public_key, true),
+    platform_key = load_key(config, "platform_private_key", sealing.private_key, true),
+    merchant_key = load_key(config, "merchant_public_key", sealing.public_key, true),
     wrong_key = wrong,
     parent_pid = tonumber(config.parent_pid),
     remove_on_orphan = config.remove_on_orphan,
@@ -134,11 +136,11 @@ end
 local function get_json(key)
   local s = dict():get(key)
   if not s then return nil end
-  return core.json_decode(s)
+  return json.decode(s)
 end
 
 local function set_json(key, value)
-  local s = assert(core.json_encode(value))
+  local s = assert(json.encode(value))
   local ok, err = dict():set(key, s)
   if not ok then error("sandbox: shared dict full (" .. tostring(err) .. ")", 0) end
 end
@@ -155,7 +157,7 @@ local function merchant_key()
   local text = dict():get("merchant_public_key")
   if not text then return cfg.merchant_key end
   if text ~= registered.text then
-    registered.key, registered.text = assert(core.public_key(text)), text
+    registered.key, registered.text = assert(sealing.public_key(text)), text
   end
   return registered.key
 end
@@ -168,7 +170,7 @@ local function next_id()
 end
 
 local function long_string(v)
-  local l = core.long(v)
+  local l = json.long(v)
   return l and tostring(l) or nil
 end
 
@@ -180,7 +182,7 @@ local function envelope(code, sub_code, sub_msg)
 end
 
 local function json_answer(status, value)
-  return { status = status, body = assert(core.json_encode(value)) }
+  return { status = status, body = assert(json.encode(value)) }
 end
 
 -- Only string fields of the envelope; each rule names the field in the sub_code.
@@ -207,7 +209,7 @@ local function check_envelope(req)
   for _, rule in ipairs(ENVELOPE_RULES) do
     local name, ok = rule[1], rule[2]
     local v = req[name]
-    if v == nil or v == "" or v == core.null then
+    if v == nil or v == "" or v == json.null then
       return envelope(MISSING, "missing-" .. name, name .. " is required")
     end
     if type(v) ~= "string" or not ok(v) then
@@ -248,7 +250,7 @@ end
 -- SPEC.md §5 response fields (§6 adds the three extras).
 local function card_data(order, extras)
   local data = {
-    card_id = core.long(order.card_id), holder_id = core.long(order.holder_id),
+    card_id = json.long(order.card_id), holder_id = json.long(order.holder_id),
     holder_name = order.holder_name, order_no = order.order_no,
     order_status = order.order_status, order_count = order.order_count,
     card_token = order.card_token, card_pan = order.card_pan,
@@ -276,7 +278,7 @@ end
 local function notification(order, plain, request_id)
   local biz = {
     order_no = order.order_no, card_token = order.card_token, card_pan = order.card_pan,
-    holder_id = core.long(order.holder_id), holder_name = order.holder_name,
+    holder_id = json.long(order.holder_id), holder_name = order.holder_name,
     card_scheme = order.card_scheme, card_type = order.card_type,
     order_count = order.order_count, order_status = order.order_status,
     is_share_card = order.is_share_card,
@@ -290,9 +292,9 @@ local function notification(order, plain, request_id)
     note.sign_type, note.biz_data = "", biz
   else
     note.sign_type = "RSA"
-    note.random_key, note.biz_data = core.seal(merchant_key(), biz)
+    note.random_key, note.biz_data = sealing.seal(merchant_key(), biz)
   end
-  return assert(core.json_encode(note))
+  return assert(json.encode(note))
 end
 
 local deliver
@@ -319,7 +321,7 @@ local function schedule_callback(order)
   local url = s.callback_url
   if type(url) ~= "string" or url == "" then return end
   local ok, err = ngx.timer.at(0, deliver, order.order_no, url, s.callback_plain == true,
-                               core.request_id(), 1)
+                               sealing.request_id(), 1)
   if not ok then ngx.log(ngx.ERR, "sandbox: cannot schedule a callback: ", err) end
 end
 
@@ -401,10 +403,13 @@ local function query(_, biz)
   return nil, card_data(order, true)
 end
 
-local ENDPOINTS = {
-  ["/issuing/card/apply"] = { schema = schema.apply_card, run = apply },
-  ["/issuing/card/query-apply-card-result"] = { schema = schema.query_apply_result, run = query },
-}
+-- The emulator's handler of each endpoint of the client's table (endpoints.lua), by name.
+local HANDLERS = { apply_card = apply, query_apply_result = query }
+
+local ENDPOINTS = {}
+for name, ep in pairs(endpoints) do
+  ENDPOINTS[ep.path] = { schema = ep.schema, run = assert(HANDLERS[name], name) }
+end
 
 local function read_body()
   ngx.req.read_body()
@@ -482,13 +487,13 @@ local function business(path, fault)
     return json_answer(200, envelope(METHOD, "invalid-http-method", "POST required"))
   end
   local body = read_body()
-  local req = body and core.json_decode(body)
+  local req = body and json.decode(body)
   if not is_object(req) then
     return json_answer(200, envelope(MISSING, "invalid-request", "body is not a JSON object"))
   end
   local bad = check_envelope(req)
   if bad then return json_answer(200, bad) end
-  local biz = core.unseal(cfg.platform_key, req.random_key, req.biz_data)
+  local biz = sealing.unseal(cfg.platform_key, req.random_key, req.biz_data)
   if not is_object(biz) then
     return json_answer(200, envelope(BUSINESS, "invalid-signature", "invalid signature"))
   end
@@ -514,7 +519,7 @@ local function business(path, fault)
   local refused, data = endpoint.run(req, clean)
   if kind == "other_order" then
     data = data or { order_status = COMPLETED, card_scheme = 3, card_type = 1,
-                     card_id = core.long(next_id()), holder_id = core.long(next_id()) }
+                     card_id = json.long(next_id()), holder_id = json.long(next_id()) }
     data.order_no = fault.other or ("OTHER-" .. random_hex(8))
     data.card_token = "tok_" .. random_hex(24)
     data.card_pan = "658704******" .. random_digits(4)
@@ -524,13 +529,13 @@ local function business(path, fault)
   local answer = envelope(SUCCESS)
   local key = kind == "wrong_key" and cfg.wrong_key or merchant_key()
   if kind == "bad_data" then
-    if fault.data == "null" then answer.data = core.null
+    if fault.data == "null" then answer.data = json.null
     elseif fault.data == "empty" then answer.data = ""
-    elseif fault.data == "array" then answer.random_key, answer.data = core.seal(key, { data })
+    elseif fault.data == "array" then answer.random_key, answer.data = sealing.seal(key, { data })
     end
     return json_answer(200, answer), fault
   end
-  answer.random_key, answer.data = core.seal(key, data)
+  answer.random_key, answer.data = sealing.seal(key, data)
   return json_answer(200, answer), fault
 end
 
@@ -648,7 +653,7 @@ end
 local function control_answer(status, value)
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"
-  local body = assert(core.json_encode(value))
+  local body = assert(json.encode(value))
   ngx.header["Content-Length"] = #body
   ngx.print(body)
 end
@@ -677,7 +682,7 @@ function M.control()
   end
   if method ~= "POST" then return control_answer(404, { error = "unknown control call" }) end
   local body = read_body() or "{}"
-  local input = core.json_decode(body)
+  local input = json.decode(body)
   if not is_object(input) then return control_answer(400, { error = "a JSON object is required" }) end
   if path == "/_sandbox/settings" then
     local s = settings()
@@ -694,7 +699,7 @@ function M.control()
       d:delete("merchant_public_key")
       return control_answer(200, { registered = false })
     end
-    if type(text) ~= "string" or not core.public_key(text) then
+    if type(text) ~= "string" or not sealing.public_key(text) then
       return control_answer(400, { error = "public_key must be an RSA public key (PEM or Base64)" })
     end
     d:set("merchant_public_key", text)
