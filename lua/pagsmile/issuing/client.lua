@@ -28,7 +28,7 @@ end
 function Client.new(opts)
   local o, err = options.check(opts)
   if not o then return nil, err end
-  return setmetatable({ o = o, url = {}, busy = 0, runtimes = {} }, Client)
+  return setmetatable({ o = o, url = {}, busy = 0 }, Client)
 end
 
 -- Runs self:fn(call, ...) as a call in flight (see close()), `call` being { rt, ep, key }:
@@ -96,25 +96,12 @@ function Client:_transport()
   return self.ngx
 end
 
--- The runtime of a call starting now (runtime.lua), kept per client by clock and transport.
+-- A call of endpoint `ep` about `key` (its order_no), with the runtime of a call starting
+-- now (runtime.lua: a small table, made per call; the transport behind it is the client's).
 -- A transport that cannot serve here is not an error yet: the call's first exchange returns
 -- it, logged like any failed attempt.
-function Client:_runtime()
-  local transport, err = self:_transport()
-  local _, _, clock = runtime.clock()
-  if not transport then return runtime.new(nil, err) end
-  local key = clock .. ":" .. tostring(transport)
-  local rt = self.runtimes[key]
-  if not rt then
-    rt = runtime.new(transport)
-    self.runtimes[key] = rt
-  end
-  return rt
-end
-
--- A call of endpoint `ep` about `key` (its order_no).
 function Client:_begin(ep, key)
-  return { rt = self:_runtime(), ep = ep, key = key }
+  return { rt = runtime.new(self:_transport()), ep = ep, key = key }
 end
 
 function Client:_timestamp()
@@ -268,13 +255,15 @@ local function validate(ep, biz_data, level)
   return clean
 end
 
+-- Why the caller of an apply whose outcome is unknown may safely act on it.
+local SAME_ORDER_NO = "; applying again with it cannot issue a second card"
+
 -- The write may or may not have happened: say so, and what to do. `err` is the error of the
 -- first attempt that may have reached the platform; `why` what came after.
 local function unknown_outcome(err, why)
   err.outcome, err.sent, err.retryable = "unknown", true, false
   err.message = err.message .. "; the outcome of the apply is unknown (" .. why .. "): query "
-    .. "order_no " .. tostring(err.order_no) .. " later; applying again with it cannot issue "
-    .. "a second card"
+    .. "order_no " .. tostring(err.order_no) .. " later" .. SAME_ORDER_NO
   return err
 end
 
@@ -292,8 +281,7 @@ local function misconfigured(err, setting)
   err.outcome, err.sent, err.retryable, err.setting = "unknown", true, false, setting
   err.message = setting .. ": " .. (SAME_FAILURE[setting] or "the answers fail the same way")
     .. "; the outcome of the apply is unknown (it may have been processed): fix " .. setting
-    .. ", then query order_no " .. tostring(err.order_no) .. "; applying again with it "
-    .. "cannot issue a second card (the apply got: " .. err.message .. ")"
+    .. ", then query order_no " .. tostring(err.order_no) .. SAME_ORDER_NO .. " (the apply got: " .. err.message .. ")"
   return err
 end
 
@@ -480,11 +468,10 @@ end
 function Client:_start_wait(method, ep, biz_data, wait)
   local w, werr = check_wait(wait, method, 4)
   if not w then return nil, werr end
-  local rt = self:_runtime()
-  local deadline = rt.now() + w.timeout
   local clean, verr = validate(ep, biz_data, 4)
   if not clean then return nil, verr end
-  return { rt = rt, ep = ep, key = clean[ep.key] }, clean, deadline, w
+  local call = self:_begin(ep, clean[ep.key])
+  return call, clean, call.rt.now() + w.timeout, w
 end
 
 --- Applies, then follows a processing order with Query Apply Result every `interval` seconds

@@ -139,7 +139,7 @@ function errors.wrap(t, context)
   if getmetatable(t) == Error then return errors.with(t, context) end
   local e = {}
   for k, v in pairs(t) do e[k] = v end
-  for k, v in pairs(context) do if e[k] == nil then e[k] = v end end
+  errors.with(e, context)
   if e.kind == "api" then
     return errors.api(e.code, e.msg, e.sub_code, e.sub_msg, e)
   end

@@ -44,7 +44,7 @@ function runtime.clock()
 end
 
 --- A runtime object: { name, now, sleep, transport } (transport nil and `error` set when none
--- can serve here). Cheap enough to make per call; clients cache them by name.
+-- can serve here). Made per call: a call keeps one clock and one transport throughout.
 function runtime.new(transport, err)
   local now, sleep, name = runtime.clock()
   return { name = name, now = now, sleep = sleep, transport = transport, error = err }
