@@ -3,10 +3,12 @@
 -- for every endpoint (endpoints.lua); envelope.lua reads and writes the envelope, a
 -- transport does the HTTP, the runtime of the call (runtime.lua) gives its clock.
 local api = require "pagsmile.issuing.api"
+local batch = require "pagsmile.issuing.batch"
 local endpoints = require "pagsmile.issuing.endpoints"
 local envelope = require "pagsmile.issuing.envelope"
 local errors = require "pagsmile.issuing.errors"
 local options = require "pagsmile.issuing.options"
+local core_monotime = require("pagsmile.issuing.core").monotime
 local runtime = require "pagsmile.issuing.runtime"
 local schema = require "pagsmile.issuing.schema"
 
@@ -100,8 +102,8 @@ end
 -- now (runtime.lua: a small table, made per call; the transport behind it is the client's).
 -- A transport that cannot serve here is not an error yet: the call's first exchange returns
 -- it, logged like any failed attempt.
-function Client:_begin(ep, key)
-  return { rt = runtime.new(self:_transport()), ep = ep, key = key }
+function Client:_begin(ep, key, rt)
+  return { rt = rt or runtime.new(self:_transport()), ep = ep, key = key }
 end
 
 function Client:_timestamp()
@@ -174,7 +176,9 @@ function Client:_exchange1(call, ep, biz, deadline)
   local body, request_id, session = envelope.request(o, biz, self:_timestamp())
   if not body then return nil, errors.with(request_id, ctx) end -- (nil, err): not encodable
   ctx.request_id = request_id
-  local left = deadline - rt.now()
+  -- A batch's rate limit (apply_cards' `rate`): wait for this request's slot, unless it
+  -- comes after the deadline.
+  local left = (not rt.gate or rt.gate(deadline)) and deadline - rt.now() or 0
   if left <= 0 then
     session:wipe()
     ctx.sent, ctx.retryable = false, false
@@ -426,6 +430,72 @@ function Client:call(endpoint, biz_data)
   if not ep then error('pagsmile.issuing: no endpoint "' .. tostring(endpoint) .. '"', 2) end
   local result, err = self:_one_call(ep, biz_data)
   return result, err
+end
+
+--- Apply For a Card for many orders at once: `concurrency` orders in flight, each run as
+-- @{Client:apply_card} runs it (validation, retries, settling, its own `timeout` counted from
+-- its own start). Plain Lua: coroutines over one libcurl multi handle; inside nginx: light
+-- threads over cosockets (never blocking the worker). A row that fails validation is that
+-- row's error; the others go on.
+-- @tparam {biz_data,...}|function list the orders, or an iterator function returning
+-- biz_data tables (then results are indexed by arrival order) and nil at the end
+-- @tparam[opt] batch_options opts `concurrency` (default 8, at most 256), `rate` (HTTP
+-- requests per second over any 1-second window; nil: no limit), `timeout` (seconds for the
+-- whole batch: rows not started by then fail with kind "timeout", nothing sent, and orders in
+-- flight are settled by then; nil: none), `on_result(i, card, err)`
+-- (as each order settles, in completion order), `keep_results` (default true; false keeps
+-- nothing, for lists too long to hold)
+-- @treturn {result,...} results: `results[i]` is `{card = card}` or `{err = err}`
+-- @treturn[opt] error kind `"stopped"`: on_result or the iterator raised, or the client was
+-- closed: the orders already started were finished (their results are in), later rows were
+-- not started (from `err.not_started` on)
+function Client:apply_cards(list, opts)
+  check_open(self, "apply_cards")
+  local o, err = batch.options(opts, 3)
+  if not o then return nil, err end
+  local rt, pool = self:_batch_runtime(o)
+  local until_ = o.timeout and rt.now() + o.timeout
+  -- The batch is a call in flight from its first row to its last: close() waits for it.
+  self.busy = self.busy + 1
+  return self:_done(batch.run(list, o, {
+    run = function(row) return self:_batch_order(rt, row, until_) end,
+    closed = function() return self.closed end,
+    pool = pool,
+  }, 3))
+end
+
+-- The runtime every order of a batch shares, and the pool its tasks run in (batch.lua).
+function Client:_batch_runtime(o)
+  local t, err = self:_transport()
+  local rt = runtime.new(t, err)
+  local pool = batch.sequential_pool
+  if t and t == self.curl then
+    local sched = batch.scheduler(t:multi())
+    rt.name, rt.now = "batch", core_monotime
+    rt.sleep = function(seconds) sched:sleep(seconds) end
+    rt.transport = t:scheduled(sched)
+    pool = function(n, worker) sched:pool(n, worker) end
+  elseif t and rt.name == "ngx" then
+    pool = batch.ngx_pool
+  end
+  if o.rate then rt.gate = batch.rate_gate(o.rate, rt.now, rt.sleep) end
+  return rt, pool
+end
+
+-- One order of a batch: apply_card's policy on the batch's runtime, its deadline `timeout`
+-- from its own start, or the batch's (`until_`) if that comes first. A row started after the
+-- batch's deadline is not sent at all.
+function Client:_batch_order(rt, row, until_)
+  if type(row) ~= "table" then return nil, errors.validation("biz_data", "must be a table") end
+  local clean, verr = validate(APPLY, row)
+  if not clean then return nil, verr end
+  local t = rt.now()
+  if until_ and t >= until_ then
+    return nil, errors.new("timeout", "the batch's timeout passed before this order was "
+      .. "started: nothing was sent", { order_no = clean.order_no, sent = false, retryable = false })
+  end
+  local call = self:_begin(APPLY, clean.order_no, rt)
+  return self:_call(call, self._write, clean, math.min(t + self.o.timeout, until_ or math.huge))
 end
 
 local function positive_seconds(v)

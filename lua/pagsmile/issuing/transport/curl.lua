@@ -89,15 +89,51 @@ local function failure(url, opts, kind, message, curl_code, sent, cause)
   return nil, errors.transport(kind, message, sent, cause, { curl_code = curl_code, setting = setting })
 end
 
-function Transport:request(req)
+-- `sched`, when given (a batch's scheduler, batch.lua), runs the transfer on the multi
+-- handle and yields until it is finished; without it the request blocks.
+function Transport:request(req, sched)
   local opts = self.opts
   opts.headers = req.headers and header_lines(req.headers) or nil
   opts.timeout_ms = ceil((req.timeout or http.TIMEOUT) * 1000)
   opts.connect_timeout_ms = ceil((req.connect_timeout or http.CONNECT_TIMEOUT) * 1000)
-  local status, body, info, curl_code, sent, cause = self.handle:request(req.url, req.body or "", opts)
+  local status, body, info, curl_code, sent, cause
+  if sched then
+    status, body, info, curl_code, sent, cause = sched:transfer(req.url, req.body or "", opts)
+  else
+    status, body, info, curl_code, sent, cause = self.handle:request(req.url, req.body or "", opts)
+  end
   -- on failure: nil, kind, message, curl_code, sent, cause
   if not status then return failure(req.url, opts, body, info, curl_code, sent, cause) end
   return { status = status, body = body, connects = info.connects, time = info.time_ms / 1000 }
+end
+
+-- TEMPORARY shim of core.multi over the blocking handle, until the C multi lands.
+function Transport:multi()
+  if not self._shim then
+    local h, q, r, n = self.handle, {}, {}, 0
+    self._shim = {
+      start = function(_, url, body, opts)
+        n = n + 1
+        r[n] = table.pack(h:request(url, body, opts))
+        q[#q + 1] = n
+        return n
+      end,
+      perform = function(_, _, done)
+        local k = #q
+        for i = 1, k do done[i] = q[i]; q[i] = nil end
+        return k
+      end,
+      result = function(_, id) local v = r[id]; r[id] = nil; return table.unpack(v, 1, v.n) end,
+      active = function() return #q end,
+    }
+  end
+  return self._shim
+end
+
+--- The transport as a batch's scheduler drives it (batch.lua): requests run on the multi
+-- handle, concurrently with the batch's other orders.
+function Transport:scheduled(sched)
+  return { request = function(_, req) return self:request(req, sched) end }
 end
 
 function Transport:close()
