@@ -295,3 +295,224 @@ if version == "5.4" and not rawget(_G, "jit") then
     end)
   end)
 end
+
+-- What a many-cards-at-once client is tested with (docs/SANDBOX.md "Faults", "Control API"):
+-- random faults by seed, the in-flight gauge and the arrival times.
+describe("the emulator under many requests at once", function()
+  local envelope = require "pagsmile.issuing.envelope"
+  local sb, sealer
+
+  lazy_setup(function()
+    sb = launch.start{}
+    sealer = { app_id = sb.app_id, partner_id = sb.partner_id, version = "2.0",
+               platform_key = assert(envelope.public_key(sb.platform_public_key)) }
+  end)
+  lazy_teardown(function() if sb then sb:stop() end end)
+  before_each(function() assert(sb:reset()) end)
+
+  local APPLY = "/issuing/card/apply"
+  local QUERY = "/issuing/card/query-apply-card-result"
+
+  -- One sealed request over its own connection, as the client would send it; what came
+  -- back: "ok" (a JSON envelope), "closed" (no answer), "garbage" (200 and HTML) or the status.
+  local function send(biz, path)
+    local body = assert(envelope.request(sealer, biz, os.date("!%Y-%m-%d %H:%M:%S")))
+    local code, got = helpers.http("POST", sb.url .. (path or APPLY), body,
+                                   { ["Content-Type"] = "application/json" })
+    if code == nil then return "closed" end
+    if code == 200 then return got:find("^{") and "ok" or "garbage" end
+    return tostring(code)
+  end
+
+  -- Applies n new orders one after another: their order_nos and what each one got.
+  local function apply_many(n)
+    local order_nos, got = {}, {}
+    for i = 1, n do
+      local biz = helpers.biz()
+      order_nos[i], got[i] = biz.order_no, send(biz)
+    end
+    return order_nos, got
+  end
+
+  local function tally(list)
+    local t = {}
+    for _, v in ipairs(list) do t[v] = (t[v] or 0) + 1 end
+    return t
+  end
+
+  local function stats() return assert(sb:stats()) end
+
+  it("random_faults deals each kind as its scripted fault would, counted by kind", function()
+    assert(sb:random_faults{ rate = 0.25, seed = 42 })
+    local order_nos, got = apply_many(200)
+    socket.sleep(1) -- `late` requests are processed 500 ms after their connection closed
+    local dealt, faulted = stats().random_faults, 0
+    for _, kind in ipairs{ "reset_before", "reset_after", "http_503", "garbage", "late" } do
+      assert.is_true((dealt[kind] or 0) > 0, kind .. " was never dealt")
+      faulted = faulted + dealt[kind]
+    end
+    local seen = tally(got)
+    assert.equal(200 - faulted, seen.ok)
+    assert.is_true(faulted >= 30 and faulted <= 70, "rate 0.25 of 200 dealt " .. faulted)
+    assert.equal(dealt.reset_before + dealt.reset_after + dealt.late, seen.closed)
+    assert.equal(dealt.http_503, seen["503"])
+    assert.equal(dealt.garbage, seen.garbage)
+    -- reset_before and http_503 come before processing; the others after (late: later).
+    local book, created = assert(sb:orders()), 0
+    for i, order_no in ipairs(order_nos) do
+      if book[order_no] then created = created + 1 end
+      if got[i] == "ok" or got[i] == "garbage" then assert.truthy(book[order_no], order_no) end
+      if got[i] == "503" then assert.is_nil(book[order_no], order_no) end
+    end
+    assert.equal(200 - dealt.reset_before - dealt.http_503, created)
+  end)
+
+  it("the same seed replays the same faults in the same request order; another seed does not", function()
+    local function run(seed)
+      assert(sb:reset())
+      assert(sb:random_faults{ rate = 0.3, seed = seed, kinds = { "http_502", "garbage", "not_found" } })
+      local _, got = apply_many(60)
+      return table.concat(got, " ")
+    end
+    local first = run(42)
+    assert.matches("502", first)
+    assert.equal(first, run(42))
+    assert.are_not.equal(first, run(43))
+  end)
+
+  it("scripted faults win over random ones; path limits them; false stops them", function()
+    assert(sb:random_faults{ rate = 1, kinds = { "http_503" }, path = APPLY })
+    assert(sb:faults{ { kind = "garbage", times = 2 } })
+    local order_nos, got = apply_many(3)
+    assert.same({ "garbage", "garbage", "503" }, got)
+    assert.equal("ok", send({ order_no = order_nos[1] }, QUERY)) -- not the path it is limited to
+    local biz = helpers.biz()
+    assert(sb:faults{ { kind = "reset_after", order_no = biz.order_no } })
+    assert.equal("closed", send(biz))
+    assert.truthy(assert(sb:orders())[biz.order_no], "reset_after processes the apply")
+    assert.same({ http_503 = 1 }, stats().random_faults)
+    assert(sb:random_faults(false))
+    assert.is_nil(assert(sb:settings{}).random_faults)
+    assert.same({ "ok" }, select(2, apply_many(1)))
+  end)
+
+  it("refuses a random_faults setting it cannot follow, naming the part", function()
+    for setting, part in pairs{
+      [{ rate = 1.5 }] = "rate", [{ rate = 0.1, kinds = { "reset_befor" } }] = "unknown kind reset_befor",
+      [{ rate = 0.1, kinds = {} }] = "kinds", [{ rate = 0.1, seed = 1.5 }] = "seed",
+    } do
+      local ok, err = sb:random_faults(setting)
+      assert.is_nil(ok)
+      assert.matches("400: random_faults%.[^\n]*" .. part:gsub("%p", "%%%0"), err)
+    end
+  end)
+
+  it("counts requests in flight on every ending: an answer, a fault, a handler error", function()
+    local faults = {}
+    for _, kind in ipairs{ "reset_before", "http_503", "garbage", "reset_after", "late", "truncated",
+                           "not_found", "wrong_key" } do
+      faults[#faults + 1] = { kind = kind }
+    end
+    faults[#faults + 1] = { kind = "drip", ms = 200 }
+    faults[#faults + 1] = { kind = "latency", ms = -1000 } -- ngx.sleep raises: a handler error
+    assert(sb:faults(faults))
+    for i = 1, #faults + 1 do
+      send(helpers.biz())
+      assert.truthy(helpers.wait_for(function() return stats().in_flight == 0 end, 5),
+                    "request " .. i .. " (" .. (faults[i] and faults[i].kind or "none") .. ") left the gauge up")
+    end
+    assert.matches("invalid sleep duration", sb:error_log())
+    socket.sleep(0.7) -- the late request's processing, in a timer, is no request in flight
+    local s = stats()
+    assert.equal(0, s.in_flight)
+    assert.equal(1, s.max_in_flight)
+  end)
+
+  -- n requests that hang (latency_ms = 60000), each on its own connection.
+  local function hang(n)
+    assert(sb:settings{ latency_ms = 60000 })
+    local conns = {}
+    for i = 1, n do
+      local c = assert(socket.tcp())
+      assert(c:connect("127.0.0.1", sb.port))
+      assert(c:send("GET " .. APPLY .. " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
+      conns[i] = c
+    end
+    assert.truthy(helpers.wait_for(function() return stats().in_flight == n end, 10),
+                  "the emulator does not see " .. n .. " requests in flight")
+    return conns
+  end
+
+  it("answers control calls and new requests while 260 requests hang; reset zeroes the gauge", function()
+    local conns = hang(260)
+    local s = stats()
+    assert.equal(260, s.max_in_flight)
+    assert(sb:reset())
+    s = stats()
+    assert.equal(0, s.in_flight)
+    assert.equal(0, s.max_in_flight)
+    local client = assert(issuing.new(sb:client_options()))
+    assert(client:apply_card(helpers.biz()))
+    client:close()
+    -- Still hanging: the answers above did not wait for them.
+    for _, c in ipairs(conns) do
+      c:settimeout(0)
+      local _, err = c:receive(1)
+      assert.equal("timeout", err)
+      c:close()
+    end
+    assert.equal(1, stats().max_in_flight)
+  end)
+
+  it("a client that gives up ends its request: the gauge drops without the 60 s wait", function()
+    local conns = hang(10)
+    for _, c in ipairs(conns) do c:close() end
+    assert.truthy(helpers.wait_for(function() return stats().in_flight == 0 end, 10),
+                  "requests of closed connections are still in flight")
+    assert.equal(10, stats().max_in_flight)
+  end)
+
+  it("GET /_sandbox/arrivals: each API request's arrival time, in order; reset forgets them", function()
+    local t0 = socket.gettime()
+    apply_many(5)
+    helpers.http("GET", sb.url .. "/issuing/unknown")
+    assert(sb:stats()) -- control calls are not API requests
+    local t1 = socket.gettime()
+    local arrivals = assert(sb:arrivals())
+    assert.equal(6, #arrivals)
+    for i, t in ipairs(arrivals) do
+      assert.is_true(t >= t0 - 0.01 and t <= t1 + 0.01, "arrival " .. i .. " out of the run's time")
+      if i > 1 then assert.is_true(t >= arrivals[i - 1], "arrival " .. i .. " before the one before") end
+    end
+    assert(sb:reset())
+    assert.same({}, assert(sb:arrivals()))
+  end)
+
+  -- n API requests pipelined, 1,000 a connection (nginx's keepalive_requests).
+  local function flood(n)
+    local req = "GET /issuing/unknown HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    local last_req = req:gsub("\r\n\r\n$", "\r\nConnection: close\r\n\r\n")
+    while n > 0 do
+      local k = math.min(n, 1000)
+      local c = assert(socket.tcp())
+      assert(c:connect("127.0.0.1", sb.port))
+      assert(c:send(req:rep(k - 1) .. last_req))
+      assert(c:receive("*a"))
+      c:close()
+      n = n - k
+    end
+  end
+
+  it("keeps the last 100,000 arrivals", function()
+    flood(50)
+    socket.sleep(1.1)
+    local t0 = socket.gettime()
+    flood(100000)
+    local arrivals = assert(sb:arrivals())
+    assert.equal(100000, #arrivals)
+    assert.is_true(arrivals[1] >= t0 - 0.01, "an arrival of the first 50 was kept")
+    for i = 2, #arrivals do
+      if arrivals[i] < arrivals[i - 1] then error("arrival " .. i .. " before the one before") end
+    end
+  end)
+end)

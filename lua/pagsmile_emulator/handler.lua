@@ -13,6 +13,7 @@ local sealing = require "pagsmile.issuing.envelope" -- the platform's side of it
 local json = require "pagsmile.issuing.json"
 local endpoints = require "pagsmile.issuing.endpoints"
 local schema = require "pagsmile.issuing.schema"
+local bit = require "bit" -- nginx's LuaJIT
 
 local M = {}
 
@@ -476,9 +477,74 @@ local function take_fault(path, order_no)
   return nil
 end
 
+-- Random faults: settings.random_faults = { rate, kinds, seed, path } gives API request
+-- number n (counted from the last reset, the `arrivals` counter) a fault with probability
+-- `rate`, of a kind drawn from `kinds`, each as its scripted entry with the default
+-- parameters. Both draws hash (seed, n), so one seed replays the same faults for the same
+-- order of requests. Scripted entries win: the draw is dealt (and counted) only when no
+-- scripted entry matched the request.
+local FAULT_KINDS = {
+  reset_before = true, reset_after = true, late = true, garbage = true, truncated = true,
+  wrong_key = true, latency = true, drip = true, not_found = true, refuse = true,
+  other_order = true, bad_data = true, http_500 = true, http_502 = true, http_503 = true,
+}
+local RANDOM_KINDS = { "reset_before", "reset_after", "http_503", "garbage", "late" }
+
+-- a * b mod 2^32 in exact double arithmetic (each partial product stays below 2^53).
+local function mul32(a, b)
+  local alo, ahi = bit.band(a, 0xffff), bit.rshift(a, 16)
+  local blo, bhi = bit.band(b, 0xffff), bit.rshift(b, 16)
+  return bit.tobit(alo * blo + bit.lshift(ahi * blo + alo * bhi, 16))
+end
+
+-- MurmurHash3's finaliser: every input bit reaches every output bit.
+local function fmix32(h)
+  h = mul32(bit.bxor(h, bit.rshift(h, 16)), 0x85ebca6b)
+  h = mul32(bit.bxor(h, bit.rshift(h, 13)), 0xc2b2ae35)
+  return bit.bxor(h, bit.rshift(h, 16))
+end
+
+local TWO32 = 4294967296
+local function unit(h) return (h % TWO32) / TWO32 end
+
+-- Two independent numbers in [0, 1) for request n under `seed`.
+local function draw(seed, n)
+  local h = fmix32(bit.bxor(fmix32(bit.tobit(n % TWO32)), bit.tobit(seed % TWO32)))
+  return unit(h), unit(fmix32(bit.tobit(h + 0x9e3779b9)))
+end
+
+-- The fault request n on `path` draws, or nil.
+local function random_fault(path, n)
+  local r = settings().random_faults
+  if type(r) ~= "table" or (r.path ~= "*" and r.path ~= path) then return nil end
+  local hit, pick = draw(r.seed, n)
+  if hit >= r.rate then return nil end
+  return { kind = r.kinds[math.floor(pick * #r.kinds) + 1] }
+end
+
+-- The setting as stored (defaults filled in), or nil and why it is refused.
+local function random_faults_setting(v)
+  if type(v) ~= "table" then return nil, "random_faults must be an object or false" end
+  local rate, seed, path = tonumber(v.rate), v.seed == nil and 1 or v.seed, v.path or "*"
+  if not rate or rate < 0 or rate > 1 then return nil, "random_faults.rate must be a number from 0 to 1" end
+  if type(seed) ~= "number" or seed ~= math.floor(seed) or math.abs(seed) >= 2 ^ 53 then
+    return nil, "random_faults.seed must be an integer"
+  end
+  if type(path) ~= "string" then return nil, "random_faults.path must be a path or \"*\"" end
+  local kinds = v.kinds == nil and RANDOM_KINDS or v.kinds
+  if type(kinds) ~= "table" or kinds[1] == nil then
+    return nil, "random_faults.kinds must be a list of fault kinds"
+  end
+  for _, kind in ipairs(kinds) do
+    if not FAULT_KINDS[kind] then return nil, "random_faults.kinds: unknown kind " .. tostring(kind) end
+  end
+  return { rate = rate, kinds = kinds, seed = seed, path = path }
+end
+
 -- Returns the answer { status, body } for a request to a business path, or nil and a
--- per-order fault that fires before processing.
-local function business(path, fault)
+-- per-order fault that fires before processing. `random` is the request's random fault, if
+-- it drew one: it is dealt only when no scripted entry matched.
+local function business(path, fault, random)
   local endpoint = ENDPOINTS[path]
   if not endpoint then
     return json_answer(404, envelope(METHOD, "invalid-method", "unknown method"))
@@ -497,10 +563,12 @@ local function business(path, fault)
   if not is_object(biz) then
     return json_answer(200, envelope(BUSINESS, "invalid-signature", "invalid signature"))
   end
-  if not fault and type(biz.order_no) == "string" then
-    fault = take_fault(path, biz.order_no)
-    if fault and before_processing(fault) then return nil, fault end
+  if not fault and type(biz.order_no) == "string" then fault = take_fault(path, biz.order_no) end
+  if not fault and random then
+    fault = random
+    dict():incr("rf:" .. random.kind, 1, 0)
   end
+  if fault and before_processing(fault) then return nil, fault end
   local clean, field, reason = schema.validate(endpoint.schema, biz)
   if not clean then
     return json_answer(200, envelope(BUSINESS, "invalid-parameter",
@@ -562,10 +630,63 @@ local function drip(body, ms)
   end
 end
 
+-- Arrivals: the time of each API request, in blocks of ARRIVAL_BLOCK comma-separated
+-- values ("arr:<block mod ARRIVAL_BLOCKS>"), one block rewritten per request, so keeping
+-- the last ARRIVALS_KEPT costs a few bytes each and no key per request.
+local ARRIVALS_KEPT, ARRIVAL_BLOCK = 100000, 100
+local ARRIVAL_BLOCKS = ARRIVALS_KEPT / ARRIVAL_BLOCK + 1
+
+local function arrival_key(n)
+  return "arr:" .. math.floor((n - 1) / ARRIVAL_BLOCK) % ARRIVAL_BLOCKS
+end
+
+-- Records this request's arrival; returns its number since the last reset.
+local function record_arrival(d)
+  ngx.update_time()
+  local t = string.format("%.3f", ngx.now())
+  local n = d:incr("arrivals", 1, 0)
+  local key = arrival_key(n)
+  local ok, err = d:set(key, (n - 1) % ARRIVAL_BLOCK == 0 and t or ((d:get(key) or "") .. "," .. t))
+  if not ok then ngx.log(ngx.ERR, "sandbox: cannot record an arrival: ", err) end
+  return n
+end
+
+-- The arrivals JSON, oldest first: the last ARRIVALS_KEPT, so the oldest block is cut.
+local function arrivals_json()
+  local d = dict()
+  local n = d:get("arrivals") or 0
+  local first = math.max(1, n - ARRIVALS_KEPT + 1)
+  local parts = {}
+  for i = first - (first - 1) % ARRIVAL_BLOCK, n, ARRIVAL_BLOCK do
+    local text = d:get(arrival_key(i)) or ""
+    for _ = i, first - 1 do text = text:match(",(.*)$") or "" end
+    parts[#parts + 1] = text
+  end
+  return '{"arrivals":[' .. table.concat(parts, ",") .. "]}"
+end
+
+-- Requests in flight: from the start of handle() to the log phase (M.finish), which nginx
+-- runs however the request ended (an answer, a close, a handler error, a client gone). A
+-- reset starts a new generation: requests from before it are no longer counted.
+local function enter(d)
+  local n = d:incr("in_flight", 1, 0)
+  if n > (d:get("max_in_flight") or 0) then d:set("max_in_flight", n) end
+  ngx.ctx.generation = d:get("generation") or 0
+end
+
+--- log_by_lua for the business paths: the request is over.
+function M.finish()
+  local d = dict()
+  local generation = ngx.ctx.generation
+  if generation and generation == (d:get("generation") or 0) then d:incr("in_flight", -1, 0) end
+end
+
 --- content_by_lua for the business paths (and any unknown path).
 function M.handle()
   local d = dict()
   local path = ngx.var.uri
+  enter(d)
+  local n = record_arrival(d)
   d:incr("req:" .. path, 1, 0)
   if ngx.var.connection_requests == "1" then d:incr("connections", 1, 0) end
 
@@ -573,7 +694,7 @@ function M.handle()
   if fault and fault.kind == "reset_before" then return ngx.exit(444) end
   if fault and before_processing(fault) then return html_error(HTTP_FAULTS[fault.kind]) end
 
-  local ok, answer, order_fault = pcall(business, path, fault)
+  local ok, answer, order_fault = pcall(business, path, fault, not fault and random_fault(path, n))
   if not ok then
     ngx.log(ngx.ERR, "sandbox: internal error on ", path, ": ", tostring(answer))
     answer = json_answer(200, envelope(UNAVAILABLE, "internal-error", "sandbox internal error"))
@@ -647,13 +768,17 @@ local function stats_view()
   for i = 1, d:get("cb_n") or 0 do
     callbacks[#callbacks + 1] = get_json("cb:" .. i)
   end
-  return { requests = requests, connections = d:get("connections") or 0, callbacks = callbacks }
+  local random = {}
+  for _, kind in ipairs(names_under("rf:")) do random[kind] = d:get("rf:" .. kind) end
+  return { requests = requests, connections = d:get("connections") or 0, callbacks = callbacks,
+           in_flight = d:get("in_flight") or 0, max_in_flight = d:get("max_in_flight") or 0,
+           random_faults = random }
 end
 
 local function control_answer(status, value)
   ngx.status = status
   ngx.header["Content-Type"] = "application/json"
-  local body = assert(json.encode(value))
+  local body = type(value) == "string" and value or assert(json.encode(value))
   ngx.header["Content-Length"] = #body
   ngx.print(body)
 end
@@ -666,6 +791,8 @@ function M.control()
     return control_answer(200, stats_view())
   elseif method == "GET" and path == "/_sandbox/orders" then
     return control_answer(200, orders_view())
+  elseif method == "GET" and path == "/_sandbox/arrivals" then
+    return control_answer(200, arrivals_json())
   elseif method == "GET" and path == "/_sandbox/settings" then
     return control_answer(200, settings())
   elseif method == "GET" and path == "/_sandbox/merchant-key" then
@@ -673,11 +800,12 @@ function M.control()
     return control_answer(200, { registered = text ~= nil, public_key = text })
   elseif method == "POST" and path == "/_sandbox/reset" then
     -- Ids keep counting, and a registered merchant key stays: it is setup, not state.
-    local seq, key = d:get("seq"), d:get("merchant_public_key")
+    local seq, key, generation = d:get("seq"), d:get("merchant_public_key"), d:get("generation")
     d:flush_all()
     d:flush_expired()
     if seq then d:set("seq", seq) end
     if key then d:set("merchant_public_key", key) end
+    d:set("generation", (generation or 0) + 1)
     return control_answer(200, { ok = true })
   end
   if method ~= "POST" then return control_answer(404, { error = "unknown control call" }) end
@@ -687,6 +815,11 @@ function M.control()
   if path == "/_sandbox/settings" then
     local s = settings()
     -- The project's JSON drops null members, so false is what clears a setting.
+    if input.random_faults then
+      local why
+      input.random_faults, why = random_faults_setting(input.random_faults)
+      if not input.random_faults then return control_answer(400, { error = why }) end
+    end
     for k, v in pairs(input) do
       if v == false then s[k] = nil else s[k] = v end
     end

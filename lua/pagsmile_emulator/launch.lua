@@ -4,7 +4,7 @@
 --   local sb = require("pagsmile_emulator.launch").start{ port = nil, tls = false }
 --   sb:client_options(); sb:settings{...}; sb:pending(order_no, polls, after); sb:complete(no);
 --   sb:register_merchant_key(pem); sb:stats(); sb:orders(); sb:reset(); sb:stop();
---   sb:error_log(); sb:faults{...}
+--   sb:error_log(); sb:faults{...}; sb:random_faults{...}; sb:arrivals()
 --   launch.start{ port = old.port, keys = old.keys } brings a stopped emulator back with the
 --   same keys, so clients made for the old one work with the new one; keys_dir = DIR does the
 --   same across processes (the key files live in DIR, made once).
@@ -42,7 +42,11 @@ local HTTP = [[
       content_by_lua_block { require("pagsmile_emulator.handler").control() }
     }
     location / {
+      # A client that closes its connection ends its request at once (a hung answer's
+      # sleep included), and the log phase keeps the in-flight gauge whatever the ending.
+      lua_check_client_abort on;
       content_by_lua_block { require("pagsmile_emulator.handler").handle() }
+      log_by_lua_block { require("pagsmile_emulator.handler").finish() }
     }
   }
 ]]
@@ -280,7 +284,19 @@ end
 function Sandbox:faults(list)
   return call(self, "POST", "/_sandbox/settings", { faults = list and list[1] and list or false })
 end
+--- Deals random faults (docs/SANDBOX.md): { rate = 0.25, kinds = {...}, seed = 42, path = "*" };
+-- nil or false stops them.
+function Sandbox:random_faults(setting)
+  return call(self, "POST", "/_sandbox/settings", { random_faults = setting or false })
+end
 function Sandbox:stats() return call(self, "GET", "/_sandbox/stats") end
+--- The arrival time (epoch seconds, ms resolution) of each API request since the last
+-- reset, oldest first (the last 100,000).
+function Sandbox:arrivals()
+  local answer, err = call(self, "GET", "/_sandbox/arrivals")
+  if not answer then return nil, err end
+  return answer.arrivals
+end
 function Sandbox:orders() return call(self, "GET", "/_sandbox/orders") end
 function Sandbox:reset() return call(self, "POST", "/_sandbox/reset") end
 function Sandbox:error_log() return self.server.error_log() end
