@@ -167,10 +167,13 @@ describe("apply_cards", function()
         assert(ctx.sb:settings { random_faults = false })
         local stats = ctx.sb:stats()
         assert(stats.max_in_flight <= 32, "the sandbox saw " .. stats.max_in_flight .. " in flight")
+        local dealt = 0
+        for _, n in pairs(stats.random_faults) do dealt = dealt + n end
+        assert(dealt >= 30, "only " .. dealt .. " faults were dealt")
         local issued, unknown = check_book(ctx.sb, list, s)
         assert(issued >= 150, "only " .. issued .. " of 200 cards came back (seed " .. seed .. ")")
-        print(("  [%s] 200 orders, seed %d: %d cards, %d unknown, %.1f s"):format(name, seed,
-          issued, unknown, s.elapsed))
+        print(("  [%s] 200 orders, seed %d: %d faults, %d cards, %d unknown, %.1f s"):format(name,
+          seed, dealt, issued, unknown, s.elapsed))
       end)
 
       it("a batch `timeout` bounds the whole batch against a hung sandbox", function()
