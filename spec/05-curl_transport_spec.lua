@@ -234,19 +234,31 @@ describe("curl transport", function()
     t:close()
     assert.has_error(function() t:request { url = srv.url .. "/echo", body = "" } end,
                      "pagsmile.issuing: http handle is closed")
-    local h = core.http()
-    h:close()
-    h:close()
-    assert.has_error(function() h:request(srv.url .. "/echo", "") end)
+    local m = assert(core.multi())
+    m:close()
+    m:close()
+    for _, call in ipairs {
+      function() m:request(srv.url .. "/echo", "") end,
+      function() m:start(srv.url .. "/echo", "") end,
+      function() m:perform(0, {}) end,
+      function() m:result(1) end,
+      function() m:cancel(1) end,
+      function() m:active() end,
+    } do
+      assert.has_error(call, "pagsmile.issuing: http handle is closed")
+    end
   end)
 
-  it("collects a used handle that was never closed", function()
+  it("collects a used handle that was never closed, with a transfer in flight", function()
     local weak = setmetatable({}, { __mode = "v" })
     do
-      local h = core.http()
-      local status = h:request(srv.url .. "/echo", "gc", { timeout_ms = 5000 })
+      local m = assert(core.multi {})
+      local status = m:request(srv.url .. "/echo", "gc", { timeout_ms = 5000 })
       assert.equal(200, status)
-      weak[1] = h
+      m:start(srv.url .. "/slow", "in flight", { timeout_ms = 5000 })
+      assert.equal(0, m:perform(0.05, {}))
+      assert.equal(1, m:active())
+      weak[1] = m
     end
     collectgarbage()
     collectgarbage()
@@ -255,29 +267,41 @@ describe("curl transport", function()
 
   if _VERSION == "Lua 5.4" then
     it("closes a to-be-closed handle at the end of its scope", function()
-      local h = assert(load([[
+      local m = assert(load([[
         local core = ...
-        local h <close> = core.http()
-        return h
+        local m <close> = core.multi()
+        return m
       ]]))(core)
-      assert.has_error(function() h:request(srv.url .. "/echo", "") end,
+      assert.has_error(function() m:request(srv.url .. "/echo", "") end,
                        "pagsmile.issuing: http handle is closed")
     end)
   end
 
-  it("checks the type of its options", function()
-    local h = core.http()
-    assert.has_error(function() h:request(srv.url .. "/echo", "", { timeout_ms = "soon" }) end,
+  it("checks the type of its options and settings", function()
+    local m = assert(core.multi())
+    assert.has_error(function() m:request(srv.url .. "/echo", "", { timeout_ms = "soon" }) end,
                      "opts.timeout_ms must be a number")
-    assert.has_error(function() h:request(srv.url .. "/echo", "", { headers = { 1 } }) end,
+    assert.has_error(function() m:start(srv.url .. "/echo", "", { connect_timeout_ms = -1 }) end,
+                     "opts.connect_timeout_ms out of range")
+    assert.has_error(function() m:request(srv.url .. "/echo", "", { headers = { 1 } }) end,
                      "opts.headers[1] must be a string")
-    -- a failed call leaves the handle usable
-    local status, body, info = h:request(srv.url .. "/echo", "ok", { headers = { "X-Extra: c" } })
+    assert.has_error(function() m:start(srv.url .. "/echo", "", { headers = { "X-A: a", false } }) end,
+                     "opts.headers[2] must be a string")
+    assert.has_error(function() m:start(srv.url .. "/echo", nil) end)
+    assert.has_error(function() m:perform(0) end)
+    assert.has_error(function() m:perform(0 / 0, {}) end)
+    -- a refused call takes no slot and leaves the handle usable
+    assert.equal(0, m:active())
+    local status, body, info = m:request(srv.url .. "/echo", "ok", { headers = { "X-Extra: c" } })
     assert.equal(200, status)
     assert.equal("ok", body)
     assert.equal("c", get(srv, "extra"))
     assert.is_number(info.time_ms)
-    h:close()
+    assert.equal(1, info.connects)
+    m:close()
+    assert.has_error(function() core.multi { max_body = "big" } end, "settings.max_body must be a number")
+    assert.has_error(function() core.multi { proxy = 8080 } end, "settings.proxy must be a string")
+    assert.has_error(function() core.multi "settings" end)
   end)
 end)
 

@@ -17,6 +17,15 @@ void pagsmile_buf_wipe(pagsmile_buf *b) {
   b->len = b->cap = 0;
 }
 
+void pagsmile_buf_clear(pagsmile_buf *b, size_t keep) {
+  if (b->cap > keep) {
+    pagsmile_buf_wipe(b);
+  } else if (b->p) {
+    OPENSSL_cleanse(b->p, b->len);
+    b->len = 0;
+  }
+}
+
 static int buf_gc(lua_State *L) {
   pagsmile_buf_wipe((pagsmile_buf *)lua_touserdata(L, 1));
   return 0;

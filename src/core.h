@@ -23,6 +23,9 @@ pagsmile_buf *pagsmile_buf_push(lua_State *L, size_t initial); /* pushes the use
 int pagsmile_buf_reserve(pagsmile_buf *b, size_t extra);       /* 0 on out of memory */
 int pagsmile_buf_append(pagsmile_buf *b, const void *s, size_t n);
 void pagsmile_buf_wipe(pagsmile_buf *b); /* cleanse + free; the buffer stays usable */
+/* Cleanses the contents and empties the buffer, keeping its block if it is at most `keep`
+   bytes (for the next use), freeing it otherwise. */
+void pagsmile_buf_clear(pagsmile_buf *b, size_t keep);
 
 /*
  * A handle's metatable: __index = methods, __gc = __close = close, __name = name. Created

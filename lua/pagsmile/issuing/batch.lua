@@ -117,9 +117,13 @@ end
 local Scheduler = {}
 Scheduler.__index = Scheduler
 
-function batch.scheduler(multi)
+--- A scheduler over `t`, the client's libcurl transport (transport/curl.lua): its start and
+-- result, and the perform of its multi handle. The scheduler is the batch's transport too:
+-- sched:request(req) is called from inside a task.
+function batch.scheduler(t)
   return setmetatable({
-    multi = multi,
+    t = t,
+    multi = t.multi,
     waiting = {},   -- transfer id -> the coroutine waiting for it
     sleeping = {},  -- coroutine -> the time it wakes
     due = {},       -- scratch: the sleepers waking now
@@ -129,14 +133,14 @@ function batch.scheduler(multi)
   }, Scheduler)
 end
 
--- From inside a task: starts a transfer and yields until it is finished; returns its result
--- (multi:result's values).
-function Scheduler:transfer(url, body, opts)
-  local multi = self.multi
-  local id = multi:start(url, body, opts)
+-- From inside a task: starts the request and yields until its transfer is finished; returns
+-- what t:request would have.
+function Scheduler:request(req)
+  local t = self.t
+  local id = t:start(req)
   self.waiting[id] = co_running()
   co_yield()
-  return multi:result(id)
+  return t:result(id)
 end
 
 -- From inside a task: yields for `seconds`.

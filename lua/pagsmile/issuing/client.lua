@@ -470,10 +470,9 @@ function Client:_batch_runtime(o)
   local rt = runtime.new(t, err)
   local pool = batch.sequential_pool
   if t and t == self.curl then
-    local sched = batch.scheduler(t:multi())
-    rt.name, rt.now = "batch", core_monotime
+    local sched = batch.scheduler(t)
+    rt.name, rt.now, rt.transport = "batch", core_monotime, sched
     rt.sleep = function(seconds) sched:sleep(seconds) end
-    rt.transport = t:scheduled(sched)
     pool = function(n, worker) sched:pool(n, worker) end
   elseif t and rt.name == "ngx" then
     pool = batch.ngx_pool

@@ -1,8 +1,11 @@
--- The blocking transport for plain Lua: one libcurl easy handle (core.http) per transport,
--- reused between requests so the connection stays alive. Same interface as transport/ngx.lua:
+-- The transport for plain Lua: one libcurl multi handle (core.multi) per transport, whose
+-- kept-alive connections serve every request. Same interface as transport/ngx.lua:
 --   t:request{ url, body, headers = { [name] = value }, timeout, connect_timeout }  (seconds)
 --     -> { status, body, connects, time }
 --        | nil, err (errors.lua: kind, message, curl_code, sent, retryable, setting)
+-- and, for a scheduler running many requests at once on the same connections:
+--   t:start(req) -> id;  t.multi:perform(wait_seconds, done) -> n;  t:result(id) -> as request
+--   (t.multi: core.multi's start/perform/result/cancel/active, in src/http.c)
 local core = require "pagsmile.issuing.core"
 local errors = require "pagsmile.issuing.errors"
 local http = require "pagsmile.issuing.http"
@@ -20,22 +23,22 @@ local sort, ceil, find = table.sort, math.ceil, string.find
 -- opts: ca_file, proxy ("" = none, nil = libcurl's environment), user_agent, max_body (bytes)
 function M.new(opts)
   opts = opts or {}
-  local handle, err = core.http()
-  if not handle then
+  local settings = {
+    ca_file = opts.ca_file,
+    proxy = opts.proxy,
+    user_agent = opts.user_agent or M.DEFAULT_USER_AGENT,
+    max_body = opts.max_body or http.MAX_BODY,
+  }
+  local multi, err = core.multi(settings)
+  if not multi then
     return nil, errors.transport("transport", err, false, "setup")
   end
   return setmetatable({
-    handle = handle,
-    -- one options table, reused by every request: only the per-request fields change
-    opts = {
-      ca_file = opts.ca_file,
-      proxy = opts.proxy,
-      user_agent = opts.user_agent or M.DEFAULT_USER_AGENT,
-      max_body = opts.max_body or http.MAX_BODY,
-      headers = false,
-      timeout_ms = 0,
-      connect_timeout_ms = 0,
-    },
+    multi = multi,
+    settings = settings,
+    -- one options table, reused by every request: only its fields change
+    opts = { headers = false, timeout_ms = 0, connect_timeout_ms = 0 },
+    urls = {}, -- [id] = the URL of a started request, for its error message
   }, Transport)
 end
 
@@ -89,55 +92,48 @@ local function failure(url, opts, kind, message, curl_code, sent, cause)
   return nil, errors.transport(kind, message, sent, cause, { curl_code = curl_code, setting = setting })
 end
 
--- `sched`, when given (a batch's scheduler, batch.lua), runs the transfer on the multi
--- handle and yields until it is finished; without it the request blocks.
-function Transport:request(req, sched)
+-- The core's options for req (the one table, refilled).
+local function options(self, req)
   local opts = self.opts
   opts.headers = req.headers and header_lines(req.headers) or nil
   opts.timeout_ms = ceil((req.timeout or http.TIMEOUT) * 1000)
   opts.connect_timeout_ms = ceil((req.connect_timeout or http.CONNECT_TIMEOUT) * 1000)
-  local status, body, info, curl_code, sent, cause
-  if sched then
-    status, body, info, curl_code, sent, cause = sched:transfer(req.url, req.body or "", opts)
-  else
-    status, body, info, curl_code, sent, cause = self.handle:request(req.url, req.body or "", opts)
-  end
-  -- on failure: nil, kind, message, curl_code, sent, cause
-  if not status then return failure(req.url, opts, body, info, curl_code, sent, cause) end
+  return opts
+end
+
+-- The core's values (status, body, info | nil, kind, message, curl_code, sent, cause) as
+-- the transport's answer.
+local function answer(self, url, status, body, info, curl_code, sent, cause)
+  if not status then return failure(url, self.settings, body, info, curl_code, sent, cause) end
   return { status = status, body = body, connects = info.connects, time = info.time_ms / 1000 }
 end
 
--- TEMPORARY shim of core.multi over the blocking handle, until the C multi lands.
-function Transport:multi()
-  if not self._shim then
-    local h, q, r, n = self.handle, {}, {}, 0
-    self._shim = {
-      start = function(_, url, body, opts)
-        n = n + 1
-        r[n] = table.pack(h:request(url, body, opts))
-        q[#q + 1] = n
-        return n
-      end,
-      perform = function(_, _, done)
-        local k = #q
-        for i = 1, k do done[i] = q[i]; q[i] = nil end
-        return k
-      end,
-      result = function(_, id) local v = r[id]; r[id] = nil; return table.unpack(v, 1, v.n) end,
-      active = function() return #q end,
-    }
-  end
-  return self._shim
+function Transport:request(req)
+  return answer(self, req.url, self.multi:request(req.url, req.body or "", options(self, req)))
 end
 
---- The transport as a batch's scheduler drives it (batch.lua): requests run on the multi
--- handle, concurrently with the batch's other orders.
-function Transport:scheduled(sched)
-  return { request = function(_, req) return self:request(req, sched) end }
+--- Starts req without waiting: its id, for t.multi:perform and t:result.
+function Transport:start(req)
+  local id = self.multi:start(req.url, req.body or "", options(self, req))
+  self.urls[id] = req.url
+  return id
+end
+
+--- The answer of a started request that perform reported done (as request's).
+function Transport:result(id)
+  local url = self.urls[id]
+  self.urls[id] = nil
+  return answer(self, url, self.multi:result(id))
+end
+
+--- Drops a started request (its connection closed if it is mid-request).
+function Transport:cancel(id)
+  self.urls[id] = nil
+  self.multi:cancel(id)
 end
 
 function Transport:close()
-  self.handle:close()
+  self.multi:close()
 end
 
 return M
