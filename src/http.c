@@ -275,6 +275,13 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
 static int on_prereq(void *ud, char *peer_ip, char *local_ip, int peer_port, int local_port) {
   transfer *t = (transfer *)ud;
   long connects = 0;
+  /* A second pre-request for one transfer is libcurl re-sending it by itself, after a reused
+     connection closed unanswered: on a new socket (on_sockopt refuses it) or on another
+     kept-alive connection of the multi's cache, where no socket is opened. Refused here. */
+  if (t->sent) {
+    t->resend_refused = 1;
+    return CURL_PREREQFUNC_ABORT;
+  }
   if (curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects == 0 &&
       connection_stale(t->m, peer_ip, peer_port, local_ip, local_port)) {
     t->stale = 1;
