@@ -2,6 +2,7 @@
 --
 --   lua examples/apply_card.lua            apply once (apply_card)
 --   lua examples/apply_card.lua --wait     apply and follow the order until it completes
+--   lua examples/apply_card.lua --batch 20 20 cards at once (apply_cards, 8 in flight)
 --
 -- Settings come from the environment (`make demo` sets them for the local emulator; the
 -- README's "A complete example" says how to set them after `make sandbox`):
@@ -65,6 +66,32 @@ local biz_data = {
     },
   },
 }
+
+-- Many cards at once: the same order with its own order_no (and holder id_no) per row.
+local function batch(n)
+  local rows = {}
+  for i = 1, n do
+    local row = { order_no = ("%s-%03d"):format(order_no, i), card_type = 1 }
+    row.holder = {}
+    for k, v in pairs(biz_data.holder) do row.holder[k] = v end
+    row.holder.id_no = ("%011d"):format(39053344705 + i)
+    rows[i] = row
+  end
+  print(("applying for %d orders, 8 at a time..."):format(n))
+  local issued = 0
+  local results = client:apply_cards(rows, {
+    concurrency = 8,
+    on_result = function(i, card, err)
+      if card then issued = issued + 1 end
+      print(("  %-22s %s"):format(rows[i].order_no, card and (card.status .. " " .. card.card_pan)
+        or tostring(err)))
+    end,
+  })
+  print(("%d of %d cards issued"):format(issued, #results))
+  client:close()
+  os.exit(issued == n and 0 or 1)
+end
+if arg[1] == "--batch" then batch(tonumber(arg[2]) or 20) end
 
 local wait = arg[1] == "--wait"
 local card, err

@@ -30,6 +30,7 @@ if ok then
   sb:pending(order_no, 3)
   print("\n(the emulator keeps order " .. order_no .. " processing for 3 queries)")
   ok = run("a pending order followed to completion", "PAGSMILE_ORDER_NO=" .. order_no, "--wait")
+  if ok then ok = run("20 cards at once", "", "--batch 20") end
   if ok then
     local orders = sb:orders()
     local o = orders[order_no]
