@@ -139,7 +139,7 @@ local function plot(rows, ceiling)
   helpers.write_file(PLOT_DIR .. "/apply_cards.dat", table.concat(data, "\n") .. "\n")
   local svg = PLOT_DIR .. "/apply_cards.svg"
   helpers.write_file(PLOT_DIR .. "/apply_cards.gp", table.concat({
-    'set terminal svg size 900,560 dynamic noenhanced font "sans,13" background rgb "white"',
+    'set terminal svg size 900,600 dynamic noenhanced font "sans,13" background rgb "white"',
     ('set output "%s"'):format(svg),
     ('set title "client:apply_cards: %d applies a batch, the local emulator answering after %d ms"')
       :format(N, LATENCY_MS),
@@ -150,7 +150,7 @@ local function plot(rows, ceiling)
     ('set yrange [5:%.0f]'):format(top * 2),
     'set xtics (1, 8, 32, 64, 128)',
     'set grid',
-    'set key bottom right',
+    'set key below',
     ('ideal(x) = x * 1000.0 / %d'):format(LATENCY_MS),
     ('plot ideal(x) with lines dashtype 2 linewidth 2 title "ideal: concurrency / latency", \\'),
     ('  %.2f with lines linewidth 2 title "CPU ceiling: %.0f cards/s (latency 0, concurrency %d)", \\')
