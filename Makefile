@@ -19,7 +19,7 @@ SAN_CC    ?= clang
 SANFLAGS  := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 ASAN_BINS := build/asan/lua5.4 build/asan/pagsmile/issuing/core.so
 
-.PHONY: all build demo test sandbox bench lint valgrind asan fuzz fuzz-corpus deps deps-demo deps-doc \
+.PHONY: all build demo test sandbox bench lint valgrind asan fuzz fuzz-corpus deps deps-demo deps-doc deps-bench \
         doc rock clean
 all: build
 build: $(CORES)
@@ -44,6 +44,9 @@ deps-demo:
 deps-doc:
 	@tools/deps doc
 
+deps-bench:
+	@tools/deps bench
+
 demo: deps-demo $(DEMO_CORES)
 	@tools/demo
 
@@ -63,7 +66,7 @@ doc: deps-doc
 lint:
 	luacheck lua spec examples sandbox bench fuzz tools/*.lua bin/pagsmile-issuing
 
-bench: deps build
+bench: deps-bench build
 	@tools/bench
 
 valgrind: deps build

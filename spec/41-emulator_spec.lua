@@ -345,7 +345,6 @@ describe("the emulator under many requests at once", function()
   it("random_faults deals each kind as its scripted fault would, counted by kind", function()
     assert(sb:random_faults{ rate = 0.25, seed = 42 })
     local order_nos, got = apply_many(200)
-    socket.sleep(1) -- `late` requests are processed 500 ms after their connection closed
     local dealt, faulted = stats().random_faults, 0
     for _, kind in ipairs{ "reset_before", "reset_after", "http_503", "garbage", "late" } do
       assert.is_true((dealt[kind] or 0) > 0, kind .. " was never dealt")
@@ -357,10 +356,16 @@ describe("the emulator under many requests at once", function()
     assert.equal(dealt.reset_before + dealt.reset_after + dealt.late, seen.closed)
     assert.equal(dealt.http_503, seen["503"])
     assert.equal(dealt.garbage, seen.garbage)
-    -- reset_before and http_503 come before processing; the others after (late: later).
-    local book, created = assert(sb:orders()), 0
+    -- reset_before and http_503 come before processing; the others after (late: 500 ms later).
+    local book, created
+    helpers.wait_for(function()
+      book, created = assert(sb:orders()), 0
+      for _, order_no in ipairs(order_nos) do
+        if book[order_no] then created = created + 1 end
+      end
+      return created == 200 - dealt.reset_before - dealt.http_503
+    end)
     for i, order_no in ipairs(order_nos) do
-      if book[order_no] then created = created + 1 end
       if got[i] == "ok" or got[i] == "garbage" then assert.truthy(book[order_no], order_no) end
       if got[i] == "503" then assert.is_nil(book[order_no], order_no) end
     end

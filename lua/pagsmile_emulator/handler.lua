@@ -660,7 +660,7 @@ local function arrivals_json()
   for i = first - (first - 1) % ARRIVAL_BLOCK, n, ARRIVAL_BLOCK do
     local text = d:get(arrival_key(i)) or ""
     for _ = i, first - 1 do text = text:match(",(.*)$") or "" end
-    parts[#parts + 1] = text
+    if text ~= "" then parts[#parts + 1] = text end
   end
   return '{"arrivals":[' .. table.concat(parts, ",") .. "]}"
 end
