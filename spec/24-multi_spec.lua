@@ -244,6 +244,47 @@ describe("core.multi #core", function()
   end)
 end)
 
+-- fork() through LuaJIT's FFI, as in spec 52: LuaJIT only.
+local ffi = jit and require "ffi"
+if ffi then
+  pcall(ffi.cdef, "int fork(void); int waitpid(int pid, int *status, int options); void _exit(int status);")
+end
+
+if ffi then describe("core.multi after fork", function()
+  local srv
+
+  lazy_setup(function() srv = nginx.start { name = "multi-fork", http = multi_server.CONFIG } end)
+  lazy_teardown(function() if srv then srv.stop() end end)
+
+  it("ends the child's copies of the requests in flight and leaves the parent's alone", function()
+    local m = assert(core.multi())
+    assert.equal(200, (m:request(srv.url .. "/echo", "warm")))
+    local id = m:start(srv.url .. "/echo?s=0.5", "the parent's")
+    assert.equal(0, m:perform(0.1, {}))
+    local pid = ffi.C.fork()
+    assert(pid >= 0, "fork failed")
+    if pid == 0 then
+      local ok, good = pcall(function()
+        await(m, { id })
+        local status, kind, message, _, sent = m:result(id)
+        -- then a request of its own, on a connection of its own
+        local own_status, own_body, info = m:request(srv.url .. "/echo", "the child's")
+        return status == nil and kind == "transport" and message:find("forked") ~= nil
+          and sent == true and own_status == 200 and own_body == "the child's"
+          and info.connects == 1
+      end)
+      ffi.C._exit(ok and good and 0 or 1)
+    end
+    await(m, { id })
+    local status, body, info = m:result(id)
+    local wait = ffi.new("int[1]")
+    assert.equal(pid, ffi.C.waitpid(pid, wait, 0))
+    assert.equal(0, wait[0], "the child saw something else")
+    assert.same({ 200, "the parent's", 0 }, { status, body, info.connects })
+    m:close()
+  end)
+end) end
+
 -- Long enough for the hostile server's unsolicited answer (100 ms after the first) to wait.
 local PAUSE = 0.3
 

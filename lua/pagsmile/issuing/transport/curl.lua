@@ -47,7 +47,7 @@ local function header_lines(map)
   local names, n = {}, 0
   for name in pairs(map) do
     if type(name) ~= "string" or not find(name, http.TOKEN) then
-      error("pagsmile.issuing: bad header name", 3)
+      error("pagsmile.issuing: bad header name", 4)
     end
     n = n + 1
     names[n] = name
@@ -58,7 +58,7 @@ local function header_lines(map)
     local name = names[i]
     local value = tostring(map[name])
     if not http.header_ok(name, value) then
-      error("pagsmile.issuing: bad value for header " .. name, 3)
+      error("pagsmile.issuing: bad value for header " .. name, 4)
     end
     lines[i] = name .. ": " .. value
   end
