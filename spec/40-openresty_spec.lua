@@ -5,7 +5,6 @@
 local core = require "pagsmile.issuing.core"
 local issuing = require "pagsmile.issuing"
 local launch = require "sandbox.launch"
-local nginx = require "sandbox.nginx"
 local shop_launch = require "examples.openresty.launch"
 local helpers = require "helpers"
 
@@ -116,7 +115,7 @@ describe("OpenResty example (plain HTTP sandbox)", function()
       http = TEST_HTTP,
       prepare = function(_, vars)
         local p
-        repeat p = nginx.free_port() until tostring(p) ~= vars.port
+        repeat p = helpers.free_port() until tostring(p) ~= vars.port
         vars.test_port = tostring(p)
         test_url = "http://127.0.0.1:" .. p
       end,
