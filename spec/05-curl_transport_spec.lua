@@ -12,38 +12,12 @@ server {
   keepalive_requests 1000;
   keepalive_timeout 60s;
   client_body_buffer_size 1m;
-  location = /echo {
-    content_by_lua_block {
-      local d = ngx.shared.counters
-      if ngx.var.connection_requests == "1" then d:incr("conns", 1, 0) end
-      d:incr("echoes", 1, 0)
-      ngx.req.read_body()
-      d:set("method", ngx.req.get_method())
-      d:set("content_type", ngx.var.http_content_type or "-")
-      d:set("user_agent", ngx.var.http_user_agent or "-")
-      d:set("extra", ngx.var.http_x_extra or "-")
-      d:set("expect", ngx.var.http_expect or "-")
-      ngx.print(ngx.req.get_body_data() or "")
-    }
-  }
-  location = /status {
-    content_by_lua_block { ngx.status = 418; ngx.print("teapot") }
-  }
-  location = /slow {
-    content_by_lua_block { ngx.sleep(4); ngx.print("late") }
-  }
-  location = /drop {
-    content_by_lua_block {
-      ngx.shared.counters:incr("drops", 1, 0)
-      ngx.exit(444)
-    }
-  }
-  location = /big {
-    content_by_lua_block { ngx.print(string.rep("x", tonumber(ngx.var.arg_n))) }
-  }
-  location = /get {
-    content_by_lua_block { ngx.print(ngx.shared.counters:get(ngx.var.arg_k) or "-") }
-  }
+  location = /echo { content_by_lua_block { require("spec.support.echo_server").echo() } }
+  location = /status { content_by_lua_block { require("spec.support.echo_server").status() } }
+  location = /slow { content_by_lua_block { require("spec.support.echo_server").slow() } }
+  location = /drop { content_by_lua_block { require("spec.support.echo_server").drop() } }
+  location = /big { content_by_lua_block { require("spec.support.echo_server").big() } }
+  location = /get { content_by_lua_block { require("spec.support.echo_server").get() } }
 }
 ]]
 
@@ -328,9 +302,7 @@ describe("curl transport over TLS", function()
         listen 127.0.0.1:${port} ssl;
         ssl_certificate ]] .. dir .. [[/srv.crt;
         ssl_certificate_key ]] .. dir .. [[/srv.key;
-        location / {
-          content_by_lua_block { ngx.req.read_body(); ngx.print(ngx.req.get_body_data() or "") }
-        }
+        location / { content_by_lua_block { require("spec.support.echo_server").plain() } }
       }
     ]] }
   end)

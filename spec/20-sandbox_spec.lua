@@ -79,34 +79,10 @@ describe("sandbox", function()
         lua_shared_dict hooks 4m;
         server {
           listen 127.0.0.1:${port};
-          location /hook {
-            content_by_lua_block {
-              ngx.req.read_body()
-              local d = ngx.shared.hooks
-              local n = d:incr("n", 1, 0)
-              d:set("body:" .. n, ngx.req.get_body_data() or "")
-              d:set("ctype:" .. n, ngx.var.http_content_type or "")
-              ngx.print("ok")
-            }
-          }
-          location /flaky {
-            content_by_lua_block {
-              local d = ngx.shared.hooks
-              if d:incr("flaky", 1, 0) == 1 then ngx.status = 500 ngx.print("no") return end
-              ngx.req.read_body()
-              local n = d:incr("n", 1, 0)
-              d:set("body:" .. n, ngx.req.get_body_data() or "")
-              ngx.print("ok")
-            }
-          }
-          location /count { content_by_lua_block { ngx.print(ngx.shared.hooks:get("n") or 0) } }
-          location /body {
-            content_by_lua_block {
-              local b = ngx.shared.hooks:get("body:" .. ngx.var.arg_n)
-              if not b then return ngx.exit(404) end
-              ngx.print(b)
-            }
-          }
+          location /hook { content_by_lua_block { require("spec.support.hook_receiver").hook() } }
+          location /flaky { content_by_lua_block { require("spec.support.hook_receiver").flaky() } }
+          location /count { content_by_lua_block { require("spec.support.hook_receiver").count() } }
+          location /body { content_by_lua_block { require("spec.support.hook_receiver").body() } }
         }
       ]],
     }

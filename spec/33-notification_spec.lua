@@ -3,19 +3,14 @@
 local issuing = require "pagsmile.issuing"
 local core = require "pagsmile.issuing.core"
 local launch = require "sandbox.launch"
-local nginx = require "sandbox.nginx"
-local http = require "socket.http"
-local socket = require "socket"
 local helpers = require "helpers"
-
-local RECEIVER = require("support.receiver").CONFIG -- POST /callback, GET /got?n=N
+local start_receiver = require("support.receiver").start
 
 describe("parse_notification", function()
   local sb, receiver, client
-  local received = 0
 
   lazy_setup(function()
-    receiver = nginx.start { name = "receiver", http = RECEIVER }
+    receiver = start_receiver()
     sb = launch.start { callback_url = receiver.url .. "/callback" }
     client = assert(issuing.new(sb:client_options()))
   end)
@@ -28,13 +23,7 @@ describe("parse_notification", function()
 
   -- The next raw callback body the receiver got (waits up to 5 s).
   local function next_callback()
-    received = received + 1
-    for _ = 1, 250 do
-      local body = http.request(receiver.url .. "/got?n=" .. received)
-      if body and body ~= "" then return body end
-      socket.sleep(0.02)
-    end
-    error("no callback arrived")
+    return assert(receiver.next_callback(5), "no callback arrived")
   end
 
   it("parses an encrypted callback into the card table", function()

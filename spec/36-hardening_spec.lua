@@ -143,18 +143,12 @@ describe("hardening #core", function()
 
   it("issue 9 item 11: tostring(err) is one line with every echoed value escaped and bounded", function()
     -- server-chosen code and sub_code: a real nginx answers an API refusal over loopback
+    -- (spec/support/refusal_server.lua: a 3000-character code, a 300 kB sub_code)
     local srv = nginx.start { name = "hardening", http = [[
       server {
         listen 127.0.0.1:${port};
         location = /issuing/card/apply {
-          content_by_lua_block {
-            local core = require "pagsmile.issuing.core"
-            ngx.print(core.json_encode {
-              code = "E\n\27[2J" .. string.rep("c", 3000),
-              sub_code = string.rep("S\r\n", 100000),
-              msg = "refused", sub_msg = "no",
-            })
-          }
+          content_by_lua_block { require("spec.support.refusal_server").refuse() }
         }
       }
     ]] }

@@ -4,7 +4,6 @@
 local issuing = require "pagsmile.issuing"
 local core = require "pagsmile.issuing.core"
 local launch = require "sandbox.launch"
-local nginx = require "sandbox.nginx"
 local helpers = require "helpers"
 
 local base, refused = helpers.settings, helpers.refused_setting
@@ -249,7 +248,7 @@ describe("issue 10 item 4: the README quick start runs as pasted", function()
   local emu, dir
   lazy_setup(function()
     dir = helpers.tmpdir("quickstart")
-    local port = nginx.free_port()
+    local port = helpers.free_port()
     local p = io.popen(("PORT=%d KEYS=%s tools/sandbox >%s 2>&1 & echo $!")
       :format(port, q(dir .. "/keys"), q(dir .. "/emulator.out")))
     emu = { pid = tonumber(p:read("*l")), port = port }
@@ -264,7 +263,7 @@ describe("issue 10 item 4: the README quick start runs as pasted", function()
   lazy_teardown(function()
     if emu and emu.pid then
       os.execute("kill -INT " .. emu.pid .. " 2>/dev/null")
-      helpers.wait_for(function() return not nginx.alive(emu.pid) end, 10)
+      helpers.wait_for(function() return not helpers.alive(emu.pid) end, 10)
     end
     if dir then os.execute("rm -rf " .. q(dir)) end
   end)

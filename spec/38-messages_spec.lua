@@ -7,7 +7,6 @@
 -- ngx transport (fault_kit's runner nginx).
 local issuing = require "pagsmile.issuing"
 local launch = require "sandbox.launch"
-local nginx = require "sandbox.nginx"
 local helpers = require "helpers"
 local kit = require "fault_kit"
 
@@ -162,7 +161,7 @@ describe("messages", function()
       end)
 
       it("issue 10 item 7: a transport error names host:port", function()
-        local port = nginx.free_port()
+        local port = helpers.free_port()
         local res = apply(helpers.biz(), { base_url = "http://127.0.0.1:" .. port,
                                            max_retries = 0 })
         assert.equal("transport", res.err.kind)

@@ -5,97 +5,30 @@
 local core = require "pagsmile.issuing.core"
 local issuing = require "pagsmile.issuing"
 local launch = require "sandbox.launch"
-local nginx = require "sandbox.nginx"
 local shop_launch = require "examples.openresty.launch"
 local helpers = require "helpers"
 
 local TEST_HTTP = [[
   lua_shared_dict phase_results 1m;
+  # The example's lua_package_path has no place for spec/support: this worker adds the root.
   init_worker_by_lua_block {
-    local _, err = require("merchant").client():query_apply_result("INIT-WORKER-1")
-    ngx.shared.phase_results:set("init_worker",
-      err and (err.kind .. "|" .. tostring(err.field) .. "|" .. err.message) or "no error")
+    package.path = package.path .. ";${root}/?.lua"
+    require("spec.support.openresty_probe").init_worker()
   }
   server {
     listen 127.0.0.1:${test_port};
-    location = /t/phase {
-      content_by_lua_block { ngx.print(ngx.shared.phase_results:get(ngx.var.arg_name) or "") }
-    }
+    location = /t/phase { content_by_lua_block { require("spec.support.openresty_probe").phase() } }
     location = /t/header_filter {
-      content_by_lua_block { ngx.print("body") }
-      header_filter_by_lua_block {
-        local merchant = require "merchant"
-        local c = ngx.var.arg_transport == "curl" and assert(merchant.new_client{ transport = "curl" })
-                  or merchant.client()
-        local card, err = c:query_apply_result(ngx.var.arg_order_no)
-        if c ~= merchant.client() then c:close() end
-        ngx.header["X-Kind"] = card and "card" or err.kind
-        ngx.header["X-Field"] = err and err.field
-        ngx.header["X-Message"] = card and card.status or err.message
-      }
+      content_by_lua_block { require("spec.support.openresty_probe").body() }
+      header_filter_by_lua_block { require("spec.support.openresty_probe").header_filter() }
     }
-    location = /t/proxy {
-      content_by_lua_block {
-        local c = assert(require("merchant").new_client{ proxy = "http://127.0.0.1:1" })
-        local _, err = c:query_apply_result("PROXY-1")
-        c:close()
-        ngx.print(err.kind .. "|" .. tostring(err.field) .. "|" .. err.message)
-      }
-    }
-    location = /t/timer {
-      content_by_lua_block {
-        local merchant = require "merchant"
-        local order_no, dict = ngx.var.arg_order_no, ngx.shared.phase_results
-        dict:delete("timer")
-        assert(ngx.timer.at(0, function(premature)
-          if premature then return end
-          local card, err = merchant.client():query_apply_result(order_no)
-          dict:set("timer", card and ("card|" .. card.status .. "|" .. card.order_no)
-                            or (err.kind .. "|" .. err.message))
-        end))
-        for _ = 1, 200 do
-          local v = dict:get("timer")
-          if v then return ngx.print(v) end
-          ngx.sleep(0.02)
-        end
-        ngx.status = 504
-      }
-    }
-    location = /t/drip {
-      content_by_lua_block {
-        for i = 1, 15 do ngx.print("piece ", i, "\n") ngx.flush(true) ngx.sleep(0.1) end
-      }
-    }
-    location = /t/through_drip {
-      content_by_lua_block {
-        local t = require("pagsmile.issuing.transport.ngx").new()
-        local res, err = t:request{ method = "GET", timeout = 0.5, connect_timeout = 0.5,
-                                    url = "http://127.0.0.1:" .. ngx.var.server_port .. "/t/drip" }
-        ngx.print(res and ("answer|" .. res.status) or (err.kind .. "|" .. tostring(err.sent)))
-      }
-    }
-    location = /t/client {
-      content_by_lua_block { ngx.print(tostring(require("merchant").client())) }
-    }
-    location = /t/query {
-      content_by_lua_block {
-        local merchant = require "merchant"
-        local core = require "pagsmile.issuing.core"
-        local curl = assert(merchant.new_client{ transport = "curl" })
-        local a, aerr = merchant.client():query_apply_result(ngx.var.arg_order_no)
-        local b, berr = curl:query_apply_result(ngx.var.arg_order_no)
-        curl:close()
-        ngx.print(core.json_encode{ ngx = a or tostring(aerr), curl = b or tostring(berr) })
-      }
-    }
-    location = /t/apply {
-      content_by_lua_block {
-        local core = require "pagsmile.issuing.core"
-        ngx.req.read_body()
-        local card, err = require("merchant").client():apply_card(core.json_decode(ngx.req.get_body_data()))
-        ngx.print(core.json_encode(card or { error = tostring(err) }))
-      }
-    }
+    location = /t/proxy { content_by_lua_block { require("spec.support.openresty_probe").proxy() } }
+    location = /t/timer { content_by_lua_block { require("spec.support.openresty_probe").timer() } }
+    location = /t/drip { content_by_lua_block { require("spec.support.openresty_probe").drip() } }
+    location = /t/through_drip { content_by_lua_block { require("spec.support.openresty_probe").through_drip() } }
+    location = /t/client { content_by_lua_block { require("spec.support.openresty_probe").client() } }
+    location = /t/query { content_by_lua_block { require("spec.support.openresty_probe").query() } }
+    location = /t/apply { content_by_lua_block { require("spec.support.openresty_probe").apply() } }
   }
 ]]
 
@@ -182,7 +115,7 @@ describe("OpenResty example (plain HTTP sandbox)", function()
       http = TEST_HTTP,
       prepare = function(_, vars)
         local p
-        repeat p = nginx.free_port() until tostring(p) ~= vars.port
+        repeat p = helpers.free_port() until tostring(p) ~= vars.port
         vars.test_port = tostring(p)
         test_url = "http://127.0.0.1:" .. p
       end,

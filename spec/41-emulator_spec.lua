@@ -4,7 +4,6 @@ local issuing = require "pagsmile.issuing"
 local core = require "pagsmile.issuing.core"
 local launch = require "sandbox.launch"
 local nginx = require "sandbox.nginx"
-local http = require "socket.http"
 local socket = require "socket"
 local helpers = require "helpers"
 
@@ -191,20 +190,12 @@ describe("issue 10 item 11: the local emulator command", function()
   end)
 end)
 
-local RECEIVER = require("support.receiver").CONFIG -- POST /callback, GET /got?n=N
+local start_receiver = require("support.receiver").start
 
 describe("issue 10 item 11: pending orders complete by time and fire the callback", function()
-  local receiver, received = nil, 0
-  lazy_setup(function() receiver = nginx.start{ name = "receiver", http = RECEIVER } end)
+  local receiver
+  lazy_setup(function() receiver = start_receiver() end)
   lazy_teardown(function() if receiver then receiver.stop() end end)
-
-  local function next_callback(seconds)
-    received = received + 1
-    return helpers.wait_for(function()
-      local body = http.request(receiver.url .. "/got?n=" .. received)
-      return body ~= "" and body or nil
-    end, seconds)
-  end
 
   it("--complete-after: processing at apply, completed later with no query, callback sent", function()
     local dir = helpers.tmpdir()
@@ -215,7 +206,7 @@ describe("issue 10 item 11: pending orders complete by time and fire the callbac
     local biz = helpers.biz()
     local card = assert(client:apply_card(biz))
     assert.equal(3, card.order_status)
-    local raw = next_callback(10)
+    local raw = receiver.next_callback(10)
     assert.truthy(raw, "no callback arrived")
     local note = assert(client:parse_notification(raw))
     assert.equal(biz.order_no, note.order_no)
@@ -237,11 +228,11 @@ describe("issue 10 item 11: pending orders complete by time and fire the callbac
     assert(sb:pending(held.order_no, 1000))
     assert.equal(3, assert(client:apply_card(timed)).order_status)
     assert.equal(3, assert(client:apply_card(held)).order_status)
-    local note = assert(client:parse_notification(assert(next_callback(10), "no callback")))
+    local note = assert(client:parse_notification(assert(receiver.next_callback(10), "no callback")))
     assert.equal(timed.order_no, note.order_no)
     local answer = assert(sb:complete(held.order_no))
     assert.equal(5, answer.order_status)
-    note = assert(client:parse_notification(assert(next_callback(10), "no callback")))
+    note = assert(client:parse_notification(assert(receiver.next_callback(10), "no callback")))
     assert.equal(held.order_no, note.order_no)
     assert.equal(5, assert(client:query_apply_result(held.order_no)).order_status)
     local missing, err = sb:complete("no-such-order")

@@ -6,7 +6,6 @@
 local core = require "pagsmile.issuing.core"
 local issuing = require "pagsmile.issuing"
 local launch = require "sandbox.launch"
-local nginx = require "sandbox.nginx"
 local helpers = require "helpers"
 local kit = require "fault_kit"
 
@@ -159,7 +158,7 @@ describe("faults", function()
       end)
 
       it("connection refused: a transport error, not sent, retryable", function()
-        local res = apply(helpers.biz(), { base_url = "http://127.0.0.1:" .. nginx.free_port() })
+        local res = apply(helpers.biz(), { base_url = "http://127.0.0.1:" .. helpers.free_port() })
         assert.equal("transport", res.err.kind)
         assert.is_false(res.err.sent)
         assert.is_true(res.err.retryable)
@@ -191,7 +190,7 @@ describe("faults", function()
     end
 
     it("is retried with backoff and succeeds when the sandbox comes back", function()
-      local port = nginx.free_port()
+      local port = helpers.free_port()
       local back
       local w = counting(function() back = launch.start { port = port, keys = sb.keys } end)
       local client = assert(issuing.new(kit.options(sb, {
@@ -215,7 +214,7 @@ describe("faults", function()
     it("gives up after max_retries + 1 attempts: transport, not sent, retryable", function()
       local w = counting(nil)
       local client = assert(issuing.new(kit.options(sb, {
-        base_url = "http://127.0.0.1:" .. nginx.free_port(), transport = w, max_retries = 3,
+        base_url = "http://127.0.0.1:" .. helpers.free_port(), transport = w, max_retries = 3,
         timeout = 10,
       })))
       local t0 = core.monotime()

@@ -5,7 +5,6 @@
 local core = require "pagsmile.issuing.core"
 local issuing = require "pagsmile.issuing"
 local launch = require "sandbox.launch"
-local nginx = require "sandbox.nginx"
 local helpers = require "helpers"
 local kit = require "fault_kit"
 
@@ -131,7 +130,7 @@ describe("no secret in any error or log line across the fault suite", function()
     end
     assert(sb:faults(nil))
     -- connection refused, an unknown order, a stranger's key, and refused biz_data
-    local refused = kit.options(sb, { base_url = "http://127.0.0.1:" .. nginx.free_port() })
+    local refused = kit.options(sb, { base_url = "http://127.0.0.1:" .. helpers.free_port() })
     keep(kit.run_curl { options = refused, call = "apply", biz_data = biz() })
     keep(kit.run_ngx(runner, { options = refused, call = "apply", biz_data = biz() }))
     keep(kit.run_curl { options = kit.options(sb), call = "query", order_no = "NO-SUCH-ORDER-7" })

@@ -122,9 +122,7 @@ if ffi then describe("curl transport after fork", function()
           ssl_certificate ${cert};
           ssl_certificate_key ${key};
           keepalive_timeout 60s;
-          location / {
-            content_by_lua_block { ngx.req.read_body(); ngx.print(ngx.req.get_body_data() or "") }
-          }
+          location / { content_by_lua_block { require("spec.support.echo_server").plain() } }
         }
       ]],
     }
@@ -196,24 +194,7 @@ end) end
 local RUNNER = [[
   server {
     listen 127.0.0.1:${port};
-    location /run {
-      content_by_lua_block {
-        local core = require "pagsmile.issuing.core"
-        local t = require("pagsmile.issuing.transport.ngx").new()
-        local out = {}
-        local i = 0
-        for path in ngx.var.arg_paths:gmatch("[^,]+") do
-          i = i + 1
-          if i > 1 then ngx.sleep(tonumber(ngx.var.arg_pause)) end
-          local res, err = t:request {
-            url = "http://127.0.0.1:" .. ngx.var.arg_port .. path, body = "order-" .. i, timeout = 5,
-          }
-          out[i] = res and { body = res.body, connects = res.connects }
-                   or { kind = err.kind, sent = err.sent, retryable = err.retryable, message = err.message }
-        end
-        ngx.print(core.json_encode(out))
-      }
-    }
+    location /run { content_by_lua_block { require("spec.support.reuse_runner").run() } }
   }
 ]]
 

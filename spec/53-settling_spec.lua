@@ -4,7 +4,6 @@
 -- part; every case runs on the curl transport (this process) and on the ngx transport (the
 -- runner nginx), against the real sandbox over loopback.
 local core = require "pagsmile.issuing.core"
-local nginx = require "sandbox.nginx"
 local helpers = require "helpers"
 local kit = require "fault_kit"
 
@@ -63,7 +62,7 @@ describe("settling an ambiguous apply", function()
       local function apply(biz, over, extra)
         local input = { options = kit.options(sb, over), call = "apply", biz_data = biz }
         for k, v in pairs(extra or {}) do input[k] = v end
-        if input.dead_from then input.dead_port = nginx.free_port() end
+        if input.dead_from then input.dead_port = helpers.free_port() end
         return t.run(input)
       end
 

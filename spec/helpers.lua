@@ -5,6 +5,8 @@ local nginx = require "sandbox.nginx"
 local helpers = {}
 
 helpers.read_file, helpers.write_file, helpers.tmpdir = nginx.read_file, nginx.write_file, nginx.tmpdir
+-- A loopback port nobody listens on now; whether a process id is still running.
+helpers.free_port, helpers.alive = nginx.free_port, nginx.alive
 
 -- Polls fn until it returns a true value (returned) or `seconds` (default 10) pass (nil).
 function helpers.wait_for(fn, seconds)
