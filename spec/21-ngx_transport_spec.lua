@@ -49,16 +49,11 @@ describe("ngx transport", function()
             content_by_lua_block { require("spec.support.upstream")() }
           }
           location /raw/ {
-            content_by_lua_block {
-              local answer = require("spec.raw_answers")[ngx.var.uri:sub(6)]
-              local sock = assert(ngx.req.socket(true))
-              sock:receive(tonumber(ngx.var.http_content_length) or 0)
-              sock:send(answer or "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-            }
+            content_by_lua_block { require("spec.support.ngx_bits").raw() }
           }
           location /close {
             keepalive_timeout 0;
-            content_by_lua_block { ngx.print("bye") }
+            content_by_lua_block { require("spec.support.ngx_bits").say("bye") }
           }
         }
       ]],
@@ -88,10 +83,7 @@ describe("ngx transport", function()
             lua_ssl_trusted_certificate ${ca};
             lua_ssl_verify_depth 2;
             content_by_lua_block {
-              local f = assert(io.open("${pkcs1}"))
-              assert(require("pagsmile.issuing.core").public_key(f:read("*a")))
-              f:close()
-              ]] .. HANDLER .. [[
+              require("spec.support.ngx_bits").parse_pkcs1("${pkcs1}") ]] .. HANDLER .. [[
             }
           }
           location /t_noca {

@@ -15,7 +15,7 @@ local HANDLER = [[ require("spec.support.ngx_request")(true) ]]
 local function tls_server(listen, cert)
   return "server { " .. listen .. " ssl_certificate ${" .. cert .. "_cert}; ssl_certificate_key ${"
     .. cert .. "_key}; location / { content_by_lua_block { "
-    .. "ngx.print('sni=', ngx.var.ssl_server_name or '') } } }\n"
+    .. "require('spec.support.ngx_bits').sni() } } }\n"
 end
 
 -- A DNS server in a process of its own (this one waits in the request meanwhile): answers an
@@ -99,7 +99,7 @@ describe("ngx transport: deadline and certificates (issue 9)", function()
       http = [[
         server {
           listen 127.0.0.1:${port};
-          location / { content_by_lua_block { ngx.print("plain ok") } }
+          location / { content_by_lua_block { require("spec.support.ngx_bits").say("plain ok") } }
         }
       ]] .. tls_server("listen 127.0.0.1:${ip_port} ssl; listen 127.0.0.2:${ip_port} ssl;", "ip")
          .. tls_server("listen 127.0.0.1:${named_port} ssl;", "named")

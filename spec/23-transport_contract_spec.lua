@@ -27,13 +27,10 @@ describe("transport contract (curl and ngx)", function()
           listen 127.0.0.1:${tls_port} ssl;
           ssl_certificate ${cert};
           ssl_certificate_key ${key};
-          location /echo { content_by_lua_block {
-            ngx.req.read_body()
-            ngx.print(ngx.req.get_body_data() or "")
-          } }
-          location /busy { content_by_lua_block { ngx.status = 503; ngx.print("busy") } }
-          location /slow { content_by_lua_block { ngx.sleep(3); ngx.print("late") } }
-          location /hangup { content_by_lua_block { ngx.req.read_body(); ngx.exit(444) } }
+          location /echo { content_by_lua_block { require("spec.support.echo_server").plain() } }
+          location /busy { content_by_lua_block { require("spec.support.ngx_bits").say("busy", 503) } }
+          location /slow { content_by_lua_block { require("spec.support.ngx_bits").late(3, "late") } }
+          location /hangup { content_by_lua_block { require("spec.support.ngx_bits").hangup() } }
         }
       ]],
     }
