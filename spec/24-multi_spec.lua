@@ -242,6 +242,28 @@ describe("core.multi #core", function()
     m:close()
     assert.has_error(function() m:active() end, "pagsmile.issuing: http handle is closed")
   end)
+
+  -- libcurl re-sends a request by itself when a reused connection closes unanswered; with a
+  -- shared connection cache it may do so on another kept-alive connection, where no socket
+  -- is opened (the sockopt guard never sees it). Spec 54 found it under random faults: the
+  -- sandbox saw one request_id twice and refused the second for good, for an order the
+  -- first had issued. Before the fix the server got this request 3 times.
+  it("does not re-send a request on another kept-alive connection", function()
+    local m = assert(core.multi())
+    local ids = {}
+    for i = 1, 3 do ids[i] = m:start(srv.url .. "/echo?s=0.2", "warm", { timeout_ms = 5000 }) end
+    await(m, ids)
+    for _, r in ipairs(results(m, ids)) do assert.equal(200, r[1]) end -- 3 kept alive
+    local before = counter("resets")
+    local id = m:start(srv.url .. "/reset", "once", { timeout_ms = 5000 })
+    await(m, { id })
+    local status, kind, _, _, sent = m:result(id)
+    assert.is_nil(status)
+    assert.equal("transport", kind)
+    assert.is_true(sent)
+    assert.equal(1, counter("resets") - before, "the request reached the server more than once")
+    m:close()
+  end)
 end)
 
 -- fork() through LuaJIT's FFI, as in spec 52: LuaJIT only.
