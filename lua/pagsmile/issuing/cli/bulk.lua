@@ -99,9 +99,12 @@ local function claim(j)
   if not pid then return end
   local other = j:meta("pid")
   if other and other ~= "" and other ~= pid then
-    local alive = io.open("/proc/" .. other .. "/stat", "rb")
-    if alive then
-      alive:close()
+    -- a process killed a moment ago may still be a zombie (state Z) until it is reaped
+    local f = io.open("/proc/" .. other .. "/stat", "rb")
+    local stat = f and f:read("*l") or ""
+    if f then f:close() end
+    local state = stat:match("%) (%a)")
+    if state and state ~= "Z" and state ~= "X" then
       deps.fail(deps.USAGE, j.path .. " is in use by process " .. other .. " (another run of this file)")
     end
   end

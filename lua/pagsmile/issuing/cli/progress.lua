@@ -141,7 +141,7 @@ function Progress:row(rec, was)
   end
   if self.mode == "tty" then
     self:draw(self.done == self.total)
-  elseif self.done % self.every == 0 then
+  elseif not was and self.done % self.every == 0 then
     self.err:write("pagsmile-issuing: ", self:line(), "\n")
   end
   self.err:flush()

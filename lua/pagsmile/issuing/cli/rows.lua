@@ -144,7 +144,10 @@ local function read_csv(text, path)
         local biz = {}
         for _, col in ipairs(cols) do
           local cell = fields[col.index]
-          if cell ~= "" then set(biz, col.path, col.convert and col.convert(cell) or cell) end
+          if cell ~= "" then
+            if col.convert then cell = col.convert(cell) end
+            set(biz, col.path, cell)
+          end
         end
         row.biz = biz
       end
