@@ -123,7 +123,7 @@ end)
 describe("order_nos derived from rows", function()
   it("the hash is the same on every runtime (pinned)", function()
     assert.equal("E78ZMSJQQ6X42C17", digest.hash(""))
-    assert.equal("8HQETHNFKN0VQP4V", digest.hash(("x"):rep(1000)))
+    assert.equal("MBNAM408H9DKEVT5", digest.hash(("x"):rep(1000)))
   end)
 
   it("a row gets PREFIX-<hash>; the same row in CSV and JSONL gets the same one", function()

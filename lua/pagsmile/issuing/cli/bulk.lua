@@ -4,7 +4,7 @@
 -- an order on the platform must not have changed); settle first the rows whose outcome may
 -- be unknown (Query Apply Result: a card is recorded, "no such order" lets the row be applied
 -- again with the same order_no); apply the rest through client:apply_cards, each row committed
--- as "sent" before it is handed over and its outcome committed as it settles; query once more
+-- as "sent" before it is handed over and its outcome recorded as it settles; query once more
 -- the rows that ended unknown; with --wait follow the processing ones; write --out complete.
 -- Ctrl-C stops the taking of rows; the orders in flight settle before the command exits.
 local api = require "pagsmile.issuing.api"
@@ -114,7 +114,8 @@ end
 local Run = {}
 Run.__index = Run
 
--- Records an outcome in the row and the journal (committed), and reports it when `final`.
+-- Records an outcome in the row and the journal (committed with its group, journal.lua), and
+-- reports it when `final`.
 function Run:settle(rec, outcome, final)
   local was = rec.reported
   for _, k in ipairs(OUTCOME_FIELDS) do rec[k] = outcome[k] end
@@ -142,6 +143,7 @@ function Run:query(list)
         card_pan = rec.card_pan, holder_id = rec.holder_id }, true)
     end
   end
+  self.j:commit()
 end
 
 function Run:notice_interrupt()
@@ -175,6 +177,7 @@ function Run:apply(todo, o)
     end,
   })
   j:unmark_sent(todo, pos + 1, marked)
+  j:commit()
   if stopped then
     self.out:note("the run stopped: " .. stopped.message)
     self.broken = true
@@ -192,6 +195,7 @@ function Run:follow(list, seconds)
     card = card or err.card
     if card then self:settle(rec, bulk.outcome(card), true) end
   end
+  self.j:commit()
 end
 
 local function by_state(recs, states)

@@ -1,7 +1,8 @@
 -- The journal of a bulk run: one SQLite file (LuaSQL), WAL, synchronous = FULL, so that a
 -- committed write survives kill -9 and a power cut. It is the crash-safety contract of
 -- `apply --file` (docs/CLI.md, "The journal"): a row's order_no is committed before any
--- request for it can leave, and every outcome is committed as it settles.
+-- request for it can leave, and every outcome is recorded as it settles (committed in groups,
+-- at most GROUP_SECONDS later: below).
 --
 -- One row of `rows` per row of the input file (`row` = its ordinal, 1 = the first after the
 -- header), in one of these states:
@@ -69,15 +70,38 @@ function Journal:exec(sql)
   return v
 end
 
--- fn inside one transaction, committed (durably) before this returns.
+-- Outcomes are committed in groups: a commit (an fsync) per row would cost more than the
+-- row's request. An outcome not committed yet when the process dies leaves its row "sent",
+-- so the next run asks the platform, and nothing is lost. A group is committed once it is
+-- GROUP_SECONDS old or GROUP_ROWS long, whenever rows are marked sent, and by commit().
+journal.GROUP_SECONDS = 0.1
+journal.GROUP_ROWS = 256
+
+function Journal:begin()
+  if not self.open then
+    self:exec("BEGIN IMMEDIATE")
+    self.open, self.opened, self.grouped = true, deps.clock(), 0
+  end
+end
+
+--- Commits what is written so far (durably), if anything.
+function Journal:commit()
+  if self.open then
+    self:exec("COMMIT")
+    self.open = false
+  end
+end
+
+-- fn inside a transaction (with the open group, if any), committed before this returns.
 function Journal:transaction(fn)
-  self:exec("BEGIN IMMEDIATE")
+  self:begin()
   local ok, err = pcall(fn)
   if not ok then
     self.conn:execute("ROLLBACK")
+    self.open = false
     error(err, 0)
   end
-  self:exec("COMMIT")
+  self:commit()
 end
 
 --- Opens (or, with `create`, makes) the journal at `path`.
@@ -175,16 +199,24 @@ function Journal:unmark_sent(list, from, to)
   end)
 end
 
---- Records one row's outcome (fields of OUTCOME; absent ones become NULL), committed.
+--- Records one row's outcome (fields of OUTCOME; absent ones become NULL), in the group.
 function Journal:record(row, outcome)
   local sets = {}
   for i, k in ipairs(OUTCOME) do sets[i] = k .. " = " .. self:value(outcome[k]) end
   sets[#sets + 1] = "updated = " .. self:value(os.time())
+  self:begin()
   self:exec("UPDATE rows SET " .. concat(sets, ", ") .. " WHERE row = " .. self:value(row))
+  self.grouped = self.grouped + 1
+  if self.grouped >= journal.GROUP_ROWS or deps.clock() - self.opened >= journal.GROUP_SECONDS then
+    self:commit()
+  end
 end
 
 function Journal:close()
-  if self.conn then self.conn:close() end
+  if self.conn then
+    self:commit()
+    self.conn:close()
+  end
   if self.env then self.env:close() end
   self.conn, self.env = nil, nil
 end

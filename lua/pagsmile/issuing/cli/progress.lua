@@ -7,17 +7,14 @@
 --          done); nothing on stderr
 -- Data goes to stdout only in json mode; people's text goes to stderr. Card PANs are shown
 -- masked, as the API returns them (and masked here again if one ever came whole).
+local deps = require "pagsmile.issuing.cli.deps"
 local digest = require "pagsmile.issuing.cli.digest"
 
 local progress = {}
 
 local format, floor, max = string.format, math.floor, math.max
 
-local clock = os.time
-do
-  local ok, socket = pcall(require, "socket")
-  if ok and socket.gettime then clock = socket.gettime end
-end
+local clock = deps.clock
 progress.clock = clock
 
 --- A PAN as it may be shown: a run of 12 or more digits keeps its first 6 and last 4. One the
