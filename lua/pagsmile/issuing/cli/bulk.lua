@@ -55,7 +55,10 @@ local function reconcile(list, j, label)
   local prefix = j:meta("order_prefix")
   for _, row in ipairs(list) do
     local rec = recorded[row.index]
-    local same = rec and rec.hash == (row.hash or "") and rec.order_no == row.order_no
+    -- (an invalid row is recorded without its order_no: it means nothing yet, and may be
+    -- another row's)
+    local same = rec and rec.hash == (row.hash or "")
+      and (rec.order_no == row.order_no or rec.order_no == nil and not row.valid)
     if rec and not same and journal.LOCKED[rec.state] then
       deps.fail(deps.USAGE, format("%s:%d: this row is not the one the journal recorded as row %d "
         .. "(order_no %s, %s%s): put the file back as it was, or use a new --journal for a new "
@@ -67,7 +70,8 @@ local function reconcile(list, j, label)
     local fresh = not same or not journal.LOCKED[rec.state] and (rec.state == "invalid") == row.valid
     if fresh then
       local first = row.problems[1]
-      rec = { row = row.index, line = row.line, order_no = row.order_no, hash = row.hash or "",
+      rec = { row = row.index, line = row.line, order_no = row.valid and row.order_no or nil,
+              hash = row.hash or "",
               derived = row.derived, state = row.valid and "new" or "invalid",
               error = first and first.message or nil, attempts = rec and rec.attempts or 0 }
       writes[#writes + 1] = rec
