@@ -3,36 +3,25 @@
 -- dry runs, the one-card commands, keygen, and where settings come from.
 local envelope = require "pagsmile.issuing.envelope"
 local json = require "pagsmile.issuing.json"
-local launch = require "sandbox.launch"
 local helpers = require "helpers"
 local kit = require "cli_kit"
 
 local q = kit.q
 
 describe("pagsmile-issuing apply --file", function()
-  local sb, env, dir
-
-  lazy_setup(function()
-    sb = launch.start {}
-    env = kit.env(sb)
-    dir = helpers.tmpdir()
-  end)
-  lazy_teardown(function()
-    if sb then sb:stop() end
-    os.execute("rm -rf " .. q(dir))
-  end)
-  before_each(function() assert(sb:reset()) end)
+  local ctx = kit.fixture(lazy_setup, lazy_teardown)
+  before_each(function() assert(ctx.sb:reset()) end)
 
   it("a 300-row CSV with every quirk issues 300 cards; the text arrives byte for byte", function()
-    local file, journal, out = dir .. "/quirks.csv", dir .. "/quirks.journal", dir .. "/results.csv"
+    local file, journal, out = ctx.dir .. "/quirks.csv", ctx.dir .. "/quirks.journal", ctx.dir .. "/results.csv"
     kit.csv(file, 300)
     local args = ("apply --file %s --journal %s --order-prefix QK --out %s"):format(q(file), q(journal), q(out))
-    local r = kit.run(args, env)
+    local r = kit.run(args, ctx.env)
     assert.equal(0, r.code, r.err)
     assert.matches("300 rows: 300 completed\n$", r.err)
     local results = kit.results(out)
     assert.equal(300, #results)
-    local book, n = kit.book(sb)
+    local book, n = kit.book(ctx.sb)
     assert.equal(300, n)
     local cards = {}
     for i, res in ipairs(results) do
@@ -53,11 +42,11 @@ describe("pagsmile-issuing apply --file", function()
     end
 
     -- The same command again: nothing left to do, nothing sent.
-    local before = helpers.api_requests(sb)
-    r = kit.run(args, env)
+    local before = helpers.api_requests(ctx.sb)
+    r = kit.run(args, ctx.env)
     assert.equal(0, r.code, r.err)
     assert.matches("300 already completed", r.err)
-    assert.equal(before, helpers.api_requests(sb))
+    assert.equal(before, helpers.api_requests(ctx.sb))
     assert.equal(300, #kit.results(out))
   end)
 
@@ -65,7 +54,7 @@ describe("pagsmile-issuing apply --file", function()
     local file
 
     lazy_setup(function()
-      file = dir .. "/five-bad.csv"
+      file = ctx.dir .. "/five-bad.csv"
       local bad = {
         [3] = function(row) row["holder.email"] = "not an email" end,
         [7] = function(row) row["holder.mobile"] = "" end,
@@ -81,7 +70,7 @@ describe("pagsmile-issuing apply --file", function()
     end)
 
     it("--dry-run lists every error of every bad row with its line and field, and sends nothing", function()
-      local r = kit.run(("apply --file %s --order-prefix DR --dry-run"):format(q(file)), env)
+      local r = kit.run(("apply --file %s --order-prefix DR --dry-run"):format(q(file)), ctx.env)
       assert.equal(1, r.code, r.err)
       local lines = {}
       for line in r.err:gmatch("[^\n]+") do lines[#lines + 1] = line end
@@ -97,20 +86,20 @@ describe("pagsmile-issuing apply --file", function()
         assert.truthy(lines[k]:find(text, 1, true), "line " .. k .. ": " .. tostring(lines[k]))
       end
       assert.matches("20 rows, 5 invalid; nothing was sent %(dry run%)", r.err)
-      assert.equal(0, helpers.api_requests(sb))
+      assert.equal(0, helpers.api_requests(ctx.sb))
     end)
 
     it("a real run refuses to start; --skip-invalid applies the others and records the rest", function()
-      local journal, out = dir .. "/five-bad.journal", dir .. "/five-bad.jsonl"
-      local r = kit.run(("apply --file %s --order-prefix DR --journal %s"):format(q(file), q(journal)), env)
+      local journal, out = ctx.dir .. "/five-bad.journal", ctx.dir .. "/five-bad.jsonl"
+      local r = kit.run(("apply --file %s --order-prefix DR --journal %s"):format(q(file), q(journal)), ctx.env)
       assert.equal(1, r.code, r.err)
       assert.matches("5 of 20 rows are invalid: nothing was sent", r.err)
-      assert.equal(0, helpers.api_requests(sb))
+      assert.equal(0, helpers.api_requests(ctx.sb))
 
       r = kit.run(("apply --file %s --order-prefix DR --journal %s --skip-invalid --out %s")
-        :format(q(file), q(journal), q(out)), env)
+        :format(q(file), q(journal), q(out)), ctx.env)
       assert.equal(1, r.code, r.err)
-      local _, n = kit.book(sb)
+      local _, n = kit.book(ctx.sb)
       assert.equal(15, n)
       local statuses = {}
       for line in helpers.read_file(out):gmatch("[^\n]+") do
@@ -123,13 +112,13 @@ describe("pagsmile-issuing apply --file", function()
   end)
 
   it("JSONL with --json: one event per line, a row event per card, the last one 'done'", function()
-    local file, journal = dir .. "/cards.jsonl", dir .. "/cards-jsonl.journal"
+    local file, journal = ctx.dir .. "/cards.jsonl", ctx.dir .. "/cards-jsonl.journal"
     local lines = {}
     for i = 1, 5 do
       lines[i] = assert(json.encode(helpers.biz { order_no = "JL-" .. os.time() .. "-" .. i }))
     end
     helpers.write_file(file, table.concat(lines, "\n") .. "\n")
-    local r = kit.run(("apply --file %s --journal %s --json"):format(q(file), q(journal)), env)
+    local r = kit.run(("apply --file %s --journal %s --json"):format(q(file), q(journal)), ctx.env)
     assert.equal(0, r.code, r.err)
     assert.equal("", r.err)
     local events = {}
@@ -146,53 +135,43 @@ describe("pagsmile-issuing apply --file", function()
 end)
 
 describe("the one-card commands", function()
-  local sb, env, dir
-
-  lazy_setup(function()
-    sb = launch.start {}
-    env = kit.env(sb)
-    dir = helpers.tmpdir()
-  end)
-  lazy_teardown(function()
-    if sb then sb:stop() end
-    os.execute("rm -rf " .. q(dir))
-  end)
+  local ctx = kit.fixture(lazy_setup, lazy_teardown)
 
   it("apply - reads one biz_data from stdin and prints the card; query prints it again", function()
-    local file = dir .. "/one.json"
+    local file = ctx.dir .. "/one.json"
     local biz = helpers.biz()
     helpers.write_file(file, assert(json.encode(biz)))
-    local r = kit.run("apply -", env, file)
+    local r = kit.run("apply -", ctx.env, file)
     assert.equal(0, r.code, r.err)
     local card = assert(json.decode(r.out))
     assert.same({ biz.order_no, "completed" }, { card.order_no, card.status })
-    r = kit.run("query " .. q(biz.order_no), env)
+    r = kit.run("query " .. q(biz.order_no), ctx.env)
     assert.equal(0, r.code, r.err)
     assert.equal(card.card_id, assert(json.decode(r.out)).card_id)
   end)
 
   it("apply --wait follows a processing order; without it the status is 3", function()
-    local file = dir .. "/pending.json"
+    local file = ctx.dir .. "/pending.json"
     local biz = helpers.biz()
     helpers.write_file(file, assert(json.encode(biz)))
-    assert(sb:pending(biz.order_no, 2))
-    local r = kit.run("apply " .. q(file), env)
+    assert(ctx.sb:pending(biz.order_no, 2))
+    local r = kit.run("apply " .. q(file), ctx.env)
     assert.equal(3, r.code, r.err)
     assert.equal("processing", assert(json.decode(r.out)).status)
     assert.matches("query " .. biz.order_no:gsub("%-", "%%-") .. " %-%-wait", r.err)
-    r = kit.run("query --wait --wait-timeout 20 " .. q(biz.order_no), env)
+    r = kit.run("query --wait --wait-timeout 20 " .. q(biz.order_no), ctx.env)
     assert.equal(0, r.code, r.err)
     assert.equal("completed", assert(json.decode(r.out)).status)
   end)
 
   it("an unknown order is exit 1 with one line; a bad biz_data is 1 with every violation", function()
-    local r = kit.run("query NO-SUCH-ORDER", env)
+    local r = kit.run("query NO-SUCH-ORDER", ctx.env)
     assert.equal(1, r.code)
     assert.matches("^pagsmile%-issuing: [^\n]*order%-not%-found[^\n]*\n$", r.err)
-    local file = dir .. "/bad.json"
+    local file = ctx.dir .. "/bad.json"
     helpers.write_file(file, assert(json.encode(helpers.biz { card_type = "x",
       holder = helpers.holder { email = "nope" } })))
-    r = kit.run("apply " .. q(file), env)
+    r = kit.run("apply " .. q(file), ctx.env)
     assert.equal(1, r.code)
     assert.matches("card_type: must be an integer %(type%)", r.err)
     assert.matches("holder.email: must be an email address %(format%)", r.err)
@@ -200,28 +179,28 @@ describe("the one-card commands", function()
 
   it("notification parses a sealed callback body; --confirm prints the platform's card", function()
     local biz = helpers.biz()
-    local file = dir .. "/order.json"
+    local file = ctx.dir .. "/order.json"
     helpers.write_file(file, assert(json.encode(biz)))
-    local card = assert(json.decode(kit.run("apply " .. q(file), env).out))
-    local key = envelope.public_key(sb.merchant_public_key)
+    local card = assert(json.decode(kit.run("apply " .. q(file), ctx.env).out))
+    local key = envelope.public_key(ctx.sb.merchant_public_key)
     local rk, data = envelope.seal(key, { order_no = biz.order_no, card_token = card.card_token,
       card_pan = card.card_pan, order_status = 5, notify_type = 1 })
-    local body = dir .. "/note.json"
-    helpers.write_file(body, assert(json.encode { partner_id = sb.partner_id, sub_partner_id = "",
+    local body = ctx.dir .. "/note.json"
+    helpers.write_file(body, assert(json.encode { partner_id = ctx.sb.partner_id, sub_partner_id = "",
       version = "1.0", timestamp = os.date("!%Y-%m-%d %H:%M:%S"), request_id = "note-1",
       notify_type = 1, sign_type = "RSA", random_key = rk, biz_data = data }))
-    local r = kit.run("notification " .. q(body), env)
+    local r = kit.run("notification " .. q(body), ctx.env)
     assert.equal(0, r.code, r.err)
     local note = assert(json.decode(r.out))
     assert.same({ biz.order_no, true, false }, { note.order_no, note.sealed, note.confirmed })
-    r = kit.run("notification --confirm -", env, body)
+    r = kit.run("notification --confirm -", ctx.env, body)
     assert.equal(0, r.code, r.err)
     note = assert(json.decode(r.out))
     assert.same({ card.card_id, true }, { note.card_id, note.confirmed })
   end)
 
   it("keygen writes the pair (private 0600), prints the Base64 key, and never overwrites", function()
-    local keys = dir .. "/my keys"
+    local keys = ctx.dir .. "/my keys"
     os.execute("mkdir " .. q(keys))
     local r = kit.run("keygen --out " .. q(keys))
     assert.equal(0, r.code, r.err)
@@ -240,16 +219,7 @@ describe("the one-card commands", function()
 end)
 
 describe("settings: flags, then --config, then the environment", function()
-  local sb, dir
-
-  lazy_setup(function()
-    sb = launch.start {}
-    dir = helpers.tmpdir()
-  end)
-  lazy_teardown(function()
-    if sb then sb:stop() end
-    os.execute("rm -rf " .. q(dir))
-  end)
+  local ctx = kit.fixture(lazy_setup, lazy_teardown)
 
   it("a missing setting is one line naming its variable, exit 2", function()
     local r = kit.run("query X")
@@ -259,9 +229,9 @@ describe("settings: flags, then --config, then the environment", function()
   end)
 
   it("the file wins over the environment and a flag over the file", function()
-    local env = kit.env(sb, { PAGSMILE_APP_ID = "wrong-app" })
-    local config = dir .. "/pagsmile.env"
-    helpers.write_file(config, "# settings\nexport PAGSMILE_APP_ID='" .. sb.app_id .. "'\n")
+    local env = kit.env(ctx.sb, { PAGSMILE_APP_ID = "wrong-app" })
+    local config = ctx.dir .. "/pagsmile.env"
+    helpers.write_file(config, "# settings\nexport PAGSMILE_APP_ID='" .. ctx.sb.app_id .. "'\n")
     local orders = kit.run("query NO-SUCH --config " .. q(config), env)
     assert.equal(1, orders.code)
     assert.matches("order%-not%-found", orders.err) -- the right app_id reached the platform
@@ -274,7 +244,7 @@ describe("settings: flags, then --config, then the environment", function()
   end)
 
   it("a refused key file names the variable and where it came from", function()
-    local env = kit.env(sb, { PAGSMILE_MERCHANT_PRIVATE_KEY_FILE = dir .. "/none.pem" })
+    local env = kit.env(ctx.sb, { PAGSMILE_MERCHANT_PRIVATE_KEY_FILE = ctx.dir .. "/none.pem" })
     local r = kit.run("query X", env)
     assert.equal(2, r.code)
     assert.matches("^pagsmile%-issuing: PAGSMILE_MERCHANT_PRIVATE_KEY_FILE %(the environment%): "

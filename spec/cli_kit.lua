@@ -28,6 +28,23 @@ function kit.env(sb, extra)
   return table.concat(parts, " ")
 end
 
+--- The setup the CLI specs share (give it busted's lazy_setup and lazy_teardown): an emulator,
+-- the environment pointing the command at it (plus `extra`), and a scratch directory, in the
+-- returned table once the setup ran.
+function kit.fixture(lazy_setup, lazy_teardown, extra)
+  local ctx = {}
+  lazy_setup(function()
+    ctx.sb = require("sandbox.launch").start {}
+    ctx.env = kit.env(ctx.sb, extra)
+    ctx.dir = helpers.tmpdir()
+  end)
+  lazy_teardown(function()
+    if ctx.sb then ctx.sb:stop() end
+    if ctx.dir then os.execute("rm -rf " .. q(ctx.dir)) end
+  end)
+  return ctx
+end
+
 -- The shell line running the command with `args` (a string) under `env` (after a cd to the
 -- checkout): env execs the interpreter, so a background job's $! is the command's pid.
 local function command(args, env, stdin)

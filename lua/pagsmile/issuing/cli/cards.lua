@@ -15,15 +15,6 @@ local function say(text)
   io.stderr:write("pagsmile-issuing: ", text, "\n")
 end
 
-local function read_input(path)
-  if path == "-" then return io.stdin:read("*a") end
-  local f, err = io.open(path, "rb")
-  if not f then deps.fail(deps.USAGE, "cannot read " .. tostring(err)) end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
-
 -- The wait options of --wait.
 local function wait_opts(args)
   return { timeout = args.wait_timeout, interval = 2 }
@@ -56,7 +47,7 @@ function cards.apply(args)
     if not ok then deps.fail(deps.USAGE, err) end
   end
   local json = require "pagsmile.issuing.json"
-  local biz, err = json.decode(read_input(args.input))
+  local biz, err = json.decode(rows.read_text(args.input))
   if type(biz) ~= "table" or biz[1] ~= nil then
     deps.fail(deps.USAGE, label .. ": " .. (biz == nil and ("is not JSON: " .. tostring(err))
       or "is not a JSON object (one biz_data object; use --file for many)"))
@@ -93,7 +84,7 @@ end
 --- notification [FILE|-]: a callback body as the platform POSTed it. What it claims, or with
 -- --confirm the platform's own card for its order (the one to act on).
 function cards.notification(args)
-  local body = read_input(args.input or "-")
+  local body = rows.read_text(args.input or "-")
   local client = settings.client(args)
   local note, err
   if args.confirm then

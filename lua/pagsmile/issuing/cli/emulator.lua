@@ -18,14 +18,6 @@ local function one_line(err)
   return (msg:gsub("^[^ ]-%.lua:%d+: ", ""))
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
 function emulator.define(cmd)
   cmd:summary("Run the local emulator of the Issuing Card API in the foreground (Ctrl-C stops it).")
   cmd:description("Runs the local emulator of the Pagsmile Issuing Card API in nginx (with its Lua "
@@ -70,14 +62,14 @@ local function banner(sb, args)
 end
 
 function emulator.run(args)
-  local merchant_public
-  if args.merchant_public_key then
-    merchant_public = read_file(args.merchant_public_key)
-    if not merchant_public then die("cannot read " .. args.merchant_public_key) end
-  end
   local ok, launch = pcall(require, "pagsmile_emulator.launch")
   if not ok then die(one_line(launch)) end
   local nginx = require "pagsmile_emulator.nginx"
+  local merchant_public
+  if args.merchant_public_key then
+    merchant_public = nginx.read_file(args.merchant_public_key)
+    if not merchant_public then die("cannot read " .. args.merchant_public_key) end
+  end
   local socket = require "socket"
   local started, sb = pcall(launch.start, {
     port = args.port ~= 0 and args.port or nil, keys_dir = args.keys, tls = args.tls,

@@ -40,8 +40,11 @@ function progress.new(opts)
   }, Progress)
 end
 
-function Progress:event(fields)
-  self.out:write(digest.canonical(fields), "\n")
+-- One JSON line: {"event": name, ...fields} (fields is not changed).
+function Progress:event(name, fields)
+  local e = { event = name }
+  for k, v in pairs(fields) do e[k] = v end
+  self.out:write(digest.canonical(e), "\n")
   self.out:flush()
 end
 
@@ -77,7 +80,7 @@ end
 
 --- Text for people (stderr), or a "note" event.
 function Progress:note(text)
-  if self.mode == "json" then return self:event { event = "note", message = text } end
+  if self.mode == "json" then return self:event("note", { message = text }) end
   if self.mode == "quiet" then return end
   self:clear()
   self.err:write("pagsmile-issuing: ", text, "\n")
@@ -88,8 +91,8 @@ end
 --- One violation of one row (a dry run, or a run that refuses to start).
 function Progress:invalid(row, problem)
   if self.mode == "json" then
-    return self:event { event = "invalid", line = row.line, row = row.index, field = problem.field,
-                        rule = problem.rule, message = problem.message }
+    return self:event("invalid", { line = row.line, row = row.index, field = problem.field,
+                                   rule = problem.rule, message = problem.message })
   end
   if self.mode == "quiet" then return end
   self.err:write(format("%s:%d: %s (%s)\n", self.label, row.line,
@@ -100,9 +103,7 @@ end
 function Progress:start(info)
   self.total, self.started = info.total, clock()
   if self.mode == "json" then
-    local e = { event = "start" }
-    for k, v in pairs(info) do e[k] = v end
-    return self:event(e)
+    return self:event("start", info)
   end
   if self.mode == "quiet" then return end
   self:note(format("%d rows: %d to apply, %d to settle first, %d already completed%s", info.rows,
@@ -125,10 +126,10 @@ function Progress:row(rec, was)
   local counted = COUNTED[rec.state] or "failed"
   self.counts[counted] = self.counts[counted] + 1
   if self.mode == "json" then
-    return self:event { event = "row", line = rec.line, row = rec.row, order_no = rec.order_no,
+    return self:event("row", { line = rec.line, row = rec.row, order_no = rec.order_no,
       status = progress.status(rec.state), order_status = rec.order_status, card_id = rec.card_id,
       card_token = rec.card_token, card_pan = progress.mask_pan(rec.card_pan),
-      error = rec.error }
+      error = rec.error })
   end
   if self.mode == "quiet" then return end
   if rec.error and rec.state ~= "completed" then
@@ -147,9 +148,7 @@ end
 --- The run ended: `summary` = { counts by status, exit, out }.
 function Progress:finish(summary)
   if self.mode == "json" then
-    local e = { event = "done" }
-    for k, v in pairs(summary) do e[k] = v end
-    return self:event(e)
+    return self:event("done", summary)
   end
   if self.mode == "quiet" then return end
   self:clear()

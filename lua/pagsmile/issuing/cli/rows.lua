@@ -25,7 +25,8 @@ local find, gmatch, gsub, lower, match, sub = string.find, string.gmatch, string
 rows.MAX_PREFIX = 15
 local PREFIX_PATTERN = "^[A-Za-z0-9_-]+$"
 
-local function read_all(path)
+--- The text of `path` ("-": stdin), or a failure (exit 2) naming it.
+function rows.read_text(path)
   if path == "-" then return io.stdin:read("*a") end
   local f, err = io.open(path, "rb")
   if not f then deps.fail(deps.USAGE, "cannot read " .. tostring(err)) end
@@ -184,7 +185,7 @@ local function read_jsonl(text)
 end
 
 function rows.read(path, format)
-  local text = read_all(path)
+  local text = rows.read_text(path)
   if format == "csv" then return read_csv(text, path) end
   return read_jsonl(text)
 end
