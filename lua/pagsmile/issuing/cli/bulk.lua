@@ -131,16 +131,16 @@ function Run:settle(rec, outcome, final)
 end
 
 -- Query Apply Result for rows whose order may exist: a card is recorded; "no such order"
--- makes the row new again, to be applied with the same order_no (reported only if the row was
--- reported before, in this run).
-function Run:query(list)
+-- makes the row new again, to be applied with the same order_no (reported only in the `last`
+-- pass, after the batch: before it, the row is applied next).
+function Run:query(list, last)
   for _, rec in ipairs(list) do
     if self:notice_interrupt() then break end
     local card, err = self.client:query_apply_result(rec.order_no)
     if card then
       self:settle(rec, bulk.outcome(card), true)
     elseif err.kind == "api" and api.ORDER_NOT_FOUND[err.sub_code] then
-      self:settle(rec, { state = "new" }, rec.reported ~= nil)
+      self:settle(rec, { state = "new" }, last)
     else
       self:settle(rec, { state = rec.state == "sent" and "unknown" or rec.state, error = why(err),
         order_status = rec.order_status, card_id = rec.card_id, card_token = rec.card_token,
@@ -148,6 +148,16 @@ function Run:query(list)
     end
   end
   self.j:commit()
+end
+
+-- Reports the rows of `list` not reported yet in this run (the last pass was cut short).
+function Run:report(list)
+  for _, rec in ipairs(list) do
+    if not rec.reported then
+      self.out:row(rec)
+      rec.reported = rec.state
+    end
+  end
 end
 
 function Run:notice_interrupt()
@@ -176,7 +186,9 @@ function Run:apply(todo, o)
   local _, stopped = self.client:apply_cards(next_row, {
     concurrency = o.concurrency, rate = o.rate, keep_results = false,
     on_result = function(i, card, err)
-      self:settle(todo[i], bulk.outcome(card, err), true)
+      -- An unknown outcome is asked about once more after the batch, and reported then.
+      local outcome = bulk.outcome(card, err)
+      self:settle(todo[i], outcome, outcome.state ~= "unknown")
       self:notice_interrupt()
     end,
   })
@@ -306,10 +318,12 @@ function bulk.run(args, interrupted)
   run:query(settle_first)
   todo = by_state(recs, { new = true, failed = true }) -- with the rows the platform did not know
   run:apply(todo, { concurrency = args.concurrency, rate = args.rate })
+  local unsure = by_state(todo, { unknown = true })
   if not run.stopping and not run.broken then
-    run:query(by_state(todo, { unknown = true }))
+    run:query(unsure, true)
     if args.wait then run:follow(by_state(recs, { processing = true }), args.wait_timeout) end
   end
+  run:report(unsure)
   if args.out then output.results(args.out, recs) end
   local s = summary(recs)
   s.out = args.out

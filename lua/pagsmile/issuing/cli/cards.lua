@@ -57,6 +57,10 @@ function cards.apply(args)
     for _, p in ipairs(row.problems) do say(label .. ": " .. p.message .. " (" .. p.rule .. ")") end
     return EXIT_FAILED
   end
+  if args.dry_run then
+    say(label .. ": valid (order_no " .. tostring(biz.order_no) .. "); nothing was sent (dry run)")
+    return EXIT_OK
+  end
   local client = settings.client(args)
   local card
   if args.wait then

@@ -138,7 +138,7 @@ function Progress:row(rec, was)
       tostring(rec.order_no), progress.status(rec.state), rec.error))
   end
   if self.mode == "tty" then
-    self:draw(self.done == self.total)
+    self:draw(false)
   elseif not was and self.done % self.every == 0 then
     self.err:write("pagsmile-issuing: ", self:line(), "\n")
   end
