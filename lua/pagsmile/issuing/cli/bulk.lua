@@ -305,9 +305,9 @@ function bulk.run(args, interrupted)
   local client = settings.client(args)
   local j = journal.open(args.journal, true)
   claim(j)
-  if args.order_prefix then j:set_meta("order_prefix", args.order_prefix) end
   local recs, writes = reconcile(list, j, args.file)
   j:record_rows(writes)
+  if args.order_prefix then j:set_meta("order_prefix", args.order_prefix) end
 
   local run = setmetatable({ j = j, client = client, out = out, interrupted = interrupted }, Run)
   local settle_first = by_state(recs, { sent = true, unknown = true, processing = true })
