@@ -26,6 +26,7 @@ build = {
   modules = {
     ["pagsmile.issuing"] = "lua/pagsmile/issuing.lua",
     ["pagsmile.issuing.api"] = "lua/pagsmile/issuing/api.lua",
+    ["pagsmile.issuing.batch"] = "lua/pagsmile/issuing/batch.lua",
     ["pagsmile.issuing.client"] = "lua/pagsmile/issuing/client.lua",
     ["pagsmile.issuing.endpoints"] = "lua/pagsmile/issuing/endpoints.lua",
     ["pagsmile.issuing.envelope"] = "lua/pagsmile/issuing/envelope.lua",
@@ -43,6 +44,25 @@ build = {
     ["pagsmile_emulator.launch"] = "lua/pagsmile_emulator/launch.lua",
     ["pagsmile_emulator.nginx"] = "lua/pagsmile_emulator/nginx.lua",
     ["pagsmile_emulator.tls"] = "lua/pagsmile_emulator/tls.lua",
+    -- the command line (`pagsmile-issuing`, docs/CLI.md). Its `apply --file` needs lpeg
+    -- (Debian lua-lpeg), luasql.sqlite3 (lua-sql-sqlite3) and, for Ctrl-C on 5.1/LuaJIT,
+    -- posix (lua-posix); the command also needs argparse (lua-argparse). Like the emulator's,
+    -- they come from the system, not declared: a missing one is a one-line error naming it
+    ["pagsmile.issuing.cli.bulk"] = "lua/pagsmile/issuing/cli/bulk.lua",
+    ["pagsmile.issuing.cli.cards"] = "lua/pagsmile/issuing/cli/cards.lua",
+    ["pagsmile.issuing.cli.convert"] = "lua/pagsmile/issuing/cli/convert.lua",
+    ["pagsmile.issuing.cli.csv"] = "lua/pagsmile/issuing/cli/csv.lua",
+    ["pagsmile.issuing.cli.deps"] = "lua/pagsmile/issuing/cli/deps.lua",
+    ["pagsmile.issuing.cli.digest"] = "lua/pagsmile/issuing/cli/digest.lua",
+    ["pagsmile.issuing.cli.emulator"] = "lua/pagsmile/issuing/cli/emulator.lua",
+    ["pagsmile.issuing.cli.journal"] = "lua/pagsmile/issuing/cli/journal.lua",
+    ["pagsmile.issuing.cli.keygen"] = "lua/pagsmile/issuing/cli/keygen.lua",
+    ["pagsmile.issuing.cli.main"] = "lua/pagsmile/issuing/cli/main.lua",
+    ["pagsmile.issuing.cli.output"] = "lua/pagsmile/issuing/cli/output.lua",
+    ["pagsmile.issuing.cli.progress"] = "lua/pagsmile/issuing/cli/progress.lua",
+    ["pagsmile.issuing.cli.rows"] = "lua/pagsmile/issuing/cli/rows.lua",
+    ["pagsmile.issuing.cli.settings"] = "lua/pagsmile/issuing/cli/settings.lua",
+    ["pagsmile.issuing.cli.signals"] = "lua/pagsmile/issuing/cli/signals.lua",
     ["pagsmile.issuing.transport.curl"] = "lua/pagsmile/issuing/transport/curl.lua",
     ["pagsmile.issuing.transport.ngx"] = "lua/pagsmile/issuing/transport/ngx.lua",
     ["pagsmile.issuing.core"] = {
