@@ -409,7 +409,7 @@ local HANDLERS = { apply_card = apply, query_apply_result = query }
 
 local ENDPOINTS = {}
 for name, ep in pairs(endpoints) do
-  ENDPOINTS[ep.path] = { schema = ep.schema, run = assert(HANDLERS[name], name) }
+  if HANDLERS[name] then ENDPOINTS[ep.path] = { schema = ep.wire or ep.schema, run = HANDLERS[name] } end
 end
 
 local function read_body()
