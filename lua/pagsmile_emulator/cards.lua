@@ -85,11 +85,11 @@ function M.usable(biz, changing)
   return card
 end
 
--- The `card_secrets` setting false answers as the newest page does: masked PAN, no secrets.
+-- The `masked_card_info` setting answers as the newest page does: masked PAN, no secrets.
 function M.info(_, biz)
   local card, refused = M.usable(biz)
   if not card then return refused end
-  local full = state.settings().card_secrets ~= false
+  local full = state.settings().masked_card_info ~= true
   return nil, {
     holder_id = json.long(card.holder_id), holder_name = card.holder_name,
     card_id = json.long(card.card_id), card_scheme = card.card_scheme,
