@@ -7,7 +7,6 @@
 -- binary bytes cross the JSON in one piece.
 local issuing = require "pagsmile.issuing"
 local json = require "pagsmile.issuing.json"
-local call = require "fault_call"
 
 local M = {}
 
@@ -24,6 +23,10 @@ local function unhex(h)
   return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))
 end
 
+-- The fields of an error a spec looks at.
+local ERROR_FIELDS = { "kind", "message", "sent", "retryable", "outcome", "order_no", "request_id",
+  "http_status", "code", "sub_code", "field", "reason", "card_token", "holder_id" }
+
 -- A result as data: its plain fields (what json sees; never what `reveal` holds).
 local function view(v)
   if type(v) ~= "table" then return v end
@@ -32,8 +35,13 @@ local function view(v)
   return out
 end
 
+-- input.collect_log: every log event of the call comes back in out.log.
 function M.run(input, clock)
   local t0 = clock()
+  local events = {}
+  if input.collect_log then
+    input.options.log = function(e) events[#events + 1] = e end
+  end
   local client, err = issuing.new(input.options)
   local result
   if client then
@@ -44,13 +52,14 @@ function M.run(input, clock)
     result, err = client[input.method](client, arg)
     client:close()
   end
-  local out = { elapsed = clock() - t0 }
+  local out = { elapsed = clock() - t0, log = input.collect_log and events or nil }
   if result then
     out.result = view(result)
   else
-    out.err = call.error_view(err)
-    out.err.field, out.err.reason = err.field, err.reason
-    out.err.card_token, out.err.holder_id = err.card_token, err.holder_id
+    local e = {}
+    for _, k in ipairs(ERROR_FIELDS) do e[k] = err[k] end
+    e.text = tostring(err)
+    out.err = e
   end
   return out
 end
