@@ -45,7 +45,7 @@ api.CARD_REVOKED = { ["card-revoked"] = true }                  -- a revoke that
 -- leaves the return's outcome "unknown": never a second return.)
 api.SETTLE_TRANSACTION_TYPE = { recharge = 121, recharge_return = nil }
 
--- SPEC.md §10 documents: the current page's formats (the older page listed two dozen image
+-- SPEC.md §10, documents: the current page's formats (the older page listed two dozen image
 -- formats), and "Max size: 2M", read as 2 MiB of the file itself (before Base64).
 api.DOCUMENT_EXTENSIONS = { "pdf", "jpg", "jpeg", "png", "doc", "docx" }
 api.DOCUMENT_MAX_BYTES = 2 * 1024 * 1024
@@ -58,11 +58,11 @@ function api.document_extension_ok(name)
   return ext ~= nil and DOCUMENT_EXTENSION[ext:lower()] == true
 end
 
--- fileType (SPEC.md §10): the dictionary is not published; 1 is the docs' example and "ID
+-- fileType (SPEC.md §8, §10): the dictionary is not published; 1 is the docs' example and "ID
 -- and address are required". Project choice: 1 ID document, 2 proof of address.
 api.FILE_TYPE = { id_document = 1, proof_of_address = 2 }
 
--- CustomerAuditStatus (SPEC.md §14): not published. The docs show 3 on a new holder, 4 → 2
+-- CustomerAuditStatus (SPEC.md §8): not published. The docs show 3 on a new holder, 4 → 2
 -- in a rejection. Project choice: 3 pending, 4 under review, 2 rejected, 1 approved.
 api.AUDIT_STATUS = { [1] = "approved", [2] = "rejected", [3] = "pending", [4] = "reviewing" }
 

@@ -1,5 +1,5 @@
--- The client: apply_card, query_apply_result, apply_card_and_wait, parse_notification.
--- Policy lives here (deadlines, retries, what an ambiguous answer means), with one call path
+-- The client: apply_card and the calls around it (cardholders, the card, money, webhooks),
+-- apply_card_and_wait, parse_notification. Policy lives here (deadlines, retries, what an ambiguous answer means), with one call path
 -- for every endpoint (endpoints.lua); envelope.lua reads and writes the envelope, a
 -- transport does the HTTP, the runtime of the call (runtime.lua) gives its clock.
 local api = require "pagsmile.issuing.api"
