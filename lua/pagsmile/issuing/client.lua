@@ -1,7 +1,8 @@
 -- The client: apply_card and the calls around it (cardholders, the card, money, webhooks),
--- apply_card_and_wait, parse_notification. Policy lives here (deadlines, retries, what an ambiguous answer means), with one call path
--- for every endpoint (endpoints.lua); envelope.lua reads and writes the envelope, a
--- transport does the HTTP, the runtime of the call (runtime.lua) gives its clock.
+-- apply_card_and_wait, parse_notification. Policy lives here (deadlines, retries, what an
+-- ambiguous answer means), with one call path for every endpoint (endpoints.lua);
+-- envelope.lua reads and writes the envelope, a transport does the HTTP, the runtime of the
+-- call (runtime.lua) gives its clock.
 local api = require "pagsmile.issuing.api"
 local batch = require "pagsmile.issuing.batch"
 local endpoints = require "pagsmile.issuing.endpoints"
