@@ -264,15 +264,7 @@ describe("faults around the apply", function()
   end)
   before_each(function() assert(sb:settings { faults = false, money_duplicates = "move" }) end)
 
-  local RUN = {
-    curl = function(input) return calls.run(input, core.monotime) end,
-    ngx = function(input)
-      local code, body = helpers.http("POST", runner.url .. "/call", assert(core.json_encode(input)),
-        { ["Content-Type"] = "application/json" })
-      assert(code == 200, "the runner answered " .. tostring(code) .. ": " .. tostring(body))
-      return assert(core.json_decode(body))
-    end,
-  }
+  local RUN = calls.engines(function() return runner end, core.monotime, helpers.http)
 
   -- Each new read: its path, its argument, and the field of its result that must be right.
   local READS = {

@@ -204,15 +204,7 @@ describe("no secret of the calls around the apply in any error, log event or res
     if sb then sb:stop() end
   end)
 
-  local RUN = {
-    curl = function(input) return calls.run(input, core.monotime) end,
-    ngx = function(input)
-      local code, body = helpers.http("POST", runner.url .. "/call", assert(core.json_encode(input)),
-        { ["Content-Type"] = "application/json" })
-      assert(code == 200, "the runner answered " .. tostring(code) .. ": " .. tostring(body))
-      return assert(core.json_decode(body))
-    end,
-  }
+  local RUN = calls.engines(function() return runner end, core.monotime, helpers.http)
 
   -- Keeps what a call left for a reader: its error's message and text, and its log events.
   local function keep(res)

@@ -6,8 +6,6 @@ local issuing = require "pagsmile.issuing"
 local json = require "pagsmile.issuing.json"
 local document = require "pagsmile.issuing.document"
 local nginx = require "sandbox.nginx"
-local http = require "socket.http"
-local socket = require "socket"
 local helpers = require "helpers"
 local around = require "support.around"
 
@@ -15,10 +13,11 @@ local RECEIVER = require("support.receiver").CONFIG -- POST /callback, GET /got?
 
 describe("cardholders", function()
   local sb, client, receiver, dir
-  local received = 0
+  local notes -- the receiver's bodies, in order
 
   lazy_setup(function()
     receiver = nginx.start { name = "receiver", http = RECEIVER }
+    notes = around.notifications(receiver)
     sb, client = helpers.start_client()
     dir = helpers.tmpdir("holders")
   end)
@@ -28,15 +27,7 @@ describe("cardholders", function()
     if dir then os.execute("rm -rf '" .. dir .. "'") end
   end)
 
-  local function next_notification()
-    received = received + 1
-    for _ = 1, 250 do
-      local body = http.request(receiver.url .. "/got?n=" .. received)
-      if body and body ~= "" then return body end
-      socket.sleep(0.02)
-    end
-    error("no notification arrived")
-  end
+  local function next_notification() return notes() end
 
   it("creates a cardholder, pending review, found by holder_id and by (id_no, id_type)", function()
     local h = around.holder()

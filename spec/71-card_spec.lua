@@ -4,8 +4,6 @@
 -- the writes that are repeated after a lost answer because repeating has the same effect.
 local json = require "pagsmile.issuing.json"
 local nginx = require "sandbox.nginx"
-local http = require "socket.http"
-local socket = require "socket"
 local helpers = require "helpers"
 local around = require "support.around"
 
@@ -14,10 +12,11 @@ local REVOKE, UPDATE_LIMIT = "/issuing/card/revoke", "/issuing/card/update-limit
 
 describe("the issued card", function()
   local sb, client, receiver
-  local received = 0
+  local notes -- the receiver's bodies, in order
 
   lazy_setup(function()
     receiver = nginx.start { name = "receiver", http = RECEIVER }
+    notes = around.notifications(receiver)
     sb, client = helpers.start_client()
   end)
   lazy_teardown(function()
@@ -26,15 +25,7 @@ describe("the issued card", function()
   end)
   before_each(function() assert(sb:faults(nil)) end)
 
-  local function next_notification()
-    received = received + 1
-    for _ = 1, 250 do
-      local body = http.request(receiver.url .. "/got?n=" .. received)
-      if body and body ~= "" then return body end
-      socket.sleep(0.02)
-    end
-    error("no notification arrived")
-  end
+  local function next_notification() return notes() end
 
   it("card details: the full PAN behind the masked one, Luhn-valid, on the BIN asked for", function()
     local card = around.card(client, { card_bin = "658705", card_remark = "travel" })

@@ -190,16 +190,13 @@ end
 --- The control view: every card, PAN masked, no CVV or ACS password.
 function M.view()
   local out = {}
-  for _, key in ipairs(state.dict():get_keys(0)) do
-    local token = key:match("^card:(.+)$")
-    if token then
-      local c = state.get(key)
-      local balances = {}
-      for currency, cents in pairs(c.balances) do balances[currency] = state.amount(cents) end
-      out[token] = { card_token = token, card_pan = M.mask(c.card_pan), card_status = c.card_status,
-                     holder_id = c.holder_id, order_no = c.order_no, balances = balances,
-                     limit = c.limit }
-    end
+  for _, token in ipairs(state.names_under("card:")) do
+    local c = M.load(token)
+    local balances = {}
+    for currency, cents in pairs(c.balances) do balances[currency] = state.amount(cents) end
+    out[token] = { card_token = token, card_pan = M.mask(c.card_pan), card_status = c.card_status,
+                   holder_id = c.holder_id, order_no = c.order_no, balances = balances,
+                   limit = c.limit }
   end
   return out
 end

@@ -641,14 +641,7 @@ end
 
 -- Control API ------------------------------------------------------------------------------
 
--- The names stored under a key prefix ("order:", "req:"), without it.
-local function names_under(prefix)
-  local names = {}
-  for _, key in ipairs(dict():get_keys(0)) do
-    if key:sub(1, #prefix) == prefix then names[#names + 1] = key:sub(#prefix + 1) end
-  end
-  return names
-end
+local names_under = state.names_under
 
 local function orders_view()
   local d = dict()

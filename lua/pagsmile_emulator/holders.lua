@@ -174,18 +174,15 @@ end
 --- The control view: every holder, without document bytes (never kept) or digests.
 function M.view()
   local out = {}
-  for _, key in ipairs(state.dict():get_keys(0)) do
-    local id = key:match("^holder:(.+)$")
-    if id then
-      local h = state.get(key)
-      local docs = {}
-      for i, doc in ipairs(h.documents or {}) do
-        docs[i] = { id = doc.id, file_type = doc.file_type, file_name = doc.file_name,
-                    size = doc.size, checks = doc.checks }
-      end
-      out[id] = { holder_id = id, audit_status = h.audit_status, status = h.status,
-                  documents = docs, review_queries = h.review_queries }
+  for _, id in ipairs(state.names_under("holder:")) do
+    local h = M.load(id)
+    local docs = {}
+    for i, doc in ipairs(h.documents or {}) do
+      docs[i] = { id = doc.id, file_type = doc.file_type, file_name = doc.file_name,
+                  size = doc.size, checks = doc.checks }
     end
+    out[id] = { holder_id = id, audit_status = h.audit_status, status = h.status,
+                documents = docs, review_queries = h.review_queries }
   end
   return out
 end

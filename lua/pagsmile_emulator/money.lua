@@ -204,12 +204,10 @@ end
 function M.ledger()
   local d = state.dict()
   local orders = {}
-  for _, key in ipairs(d:get_keys(0)) do
-    local order_no = key:match("^money_requests:(.+)$")
-    if order_no then
-      orders[order_no] = { requests = d:get(key), moves = d:get("moves:" .. order_no) or 0,
-                           transactions = state.get("txo:" .. order_no) or {} }
-    end
+  for _, order_no in ipairs(state.names_under("money_requests:")) do
+    orders[order_no] = { requests = d:get("money_requests:" .. order_no),
+                         moves = d:get("moves:" .. order_no) or 0,
+                         transactions = state.get("txo:" .. order_no) or {} }
   end
   return { orders = orders, partner_account = M.PARTNER_ACCOUNT,
            partner_balance = state.amount(partner_balance()) }

@@ -87,6 +87,15 @@ function state.long_string(v)
   return l and tostring(l) or nil
 end
 
+--- The names stored under a key prefix ("order:", "card:"), without it.
+function state.names_under(prefix)
+  local names = {}
+  for _, key in ipairs(state.dict():get_keys(0)) do
+    if key:sub(1, #prefix) == prefix then names[#names + 1] = key:sub(#prefix + 1) end
+  end
+  return names
+end
+
 -- A list kept under one key (ids of an index): appended to, read whole.
 function state.append(key, value)
   local list = state.get(key) or {}

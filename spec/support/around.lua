@@ -47,6 +47,22 @@ function around.topup(sb, card_token, amount)
            order_no = helpers.order_no("TOP"), amount = amount or "5.00", currency = "USD" }
 end
 
+--- A reader of the bodies a receiver nginx (spec/support/receiver.lua) got, in order:
+-- next() returns the next one (waits up to 5 s).
+function around.notifications(receiver)
+  local http, socket = require "socket.http", require "socket"
+  local received = 0
+  return function()
+    received = received + 1
+    for _ = 1, 250 do
+      local body = http.request(receiver.url .. "/got?n=" .. received)
+      if body and body ~= "" then return body end
+      socket.sleep(0.02)
+    end
+    error("no notification arrived")
+  end
+end
+
 --- Luhn check of a string of digits.
 function around.luhn_ok(pan)
   local sum, n = 0, #pan

@@ -64,17 +64,35 @@ function M.run(input, clock)
   return out
 end
 
---- Inside nginx: POST /call with an input as JSON; the call on the ngx transport.
-function M.handler()
+--- Inside nginx: the JSON body's input, with options.transport = "ngx", handed to
+-- run(input, clock); its value is the answer, as JSON. (spec/support/flow.lua uses it too.)
+function M.serve(run)
   ngx.req.read_body()
   local input = json.decode(ngx.req.get_body_data())
   input.options.transport = "ngx"
-  local out = M.run(input, function()
+  local out = run(input, function()
     ngx.update_time()
     return ngx.now()
   end)
   ngx.header["Content-Type"] = "application/json"
   ngx.print(json.encode(out))
+end
+
+--- Inside nginx: POST /call with an input as JSON; the call on the ngx transport.
+function M.handler() M.serve(M.run) end
+
+--- The two ways to make a call, for a spec: in this process (curl) and through `runner`
+-- (an nginx started with M.CONFIG): engines.curl(input), engines.ngx(input) -> out.
+function M.engines(get_runner, clock, http)
+  return {
+    curl = function(input) return M.run(input, clock) end,
+    ngx = function(input)
+      local code, body = http("POST", get_runner().url .. "/call", assert(json.encode(input)),
+        { ["Content-Type"] = "application/json" })
+      assert(code == 200, "the runner answered " .. tostring(code) .. ": " .. tostring(body))
+      return assert(json.decode(body))
+    end,
+  }
 end
 
 return M

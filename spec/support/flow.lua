@@ -6,7 +6,6 @@
 -- a further top-up refused. Returns a summary of plain values (no PAN, no CVV: `pan_matches`
 -- and `luhn` say what the spec needs of the full PAN).
 local issuing = require "pagsmile.issuing"
-local json = require "pagsmile.issuing.json"
 
 local M = {}
 
@@ -91,14 +90,12 @@ end
 
 --- Inside nginx: POST { options, input } -> the summary as JSON (a client per request).
 function M.handler()
-  ngx.req.read_body()
-  local req = json.decode(ngx.req.get_body_data())
-  req.options.transport = "ngx"
-  local client = assert(issuing.new(req.options))
-  local s = M.run(client, req.input, ngx.sleep)
-  client:close()
-  ngx.header["Content-Type"] = "application/json"
-  ngx.print(json.encode(s))
+  require("spec.support.calls").serve(function(req)
+    local client = assert(issuing.new(req.options))
+    local s = M.run(client, req.input, ngx.sleep)
+    client:close()
+    return s
+  end)
 end
 
 return M

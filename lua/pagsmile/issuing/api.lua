@@ -98,6 +98,12 @@ api.REFUSALS = {
   ["card-revoked"] = { nil, "the card is revoked: it takes no further changes" },
   ["transaction-not-found"] = { nil, "the platform has no such transaction" },
   ["insufficient-balance"] = { nil, "the paying account's balance is too low" },
+  ["holder-not-approved"] = { nil, "the cardholder's review is not approved yet: "
+    .. "query_holder shows its audit" },
+  ["invalid-account"] = { nil, "the account number is not your issuing account" },
+  ["limit-not-found"] = { nil, "no such limit_id for this card: query_card_limit{card_token} "
+    .. "gives it" },
+  ["file-too-large"] = { nil, "the document is larger than the platform takes (2 MiB)" },
 }
 
 -- By code, when the sub_code has no entry.
