@@ -60,7 +60,7 @@ function M.issue(order)
     order_no = order.order_no,
     balances = { USD = state.cents(order.initial_balance or "0") },
     limit = {
-      limit_id = state.next_id(), daily_transactions = limit.daily_transactions,
+      limit_id = state.next_id("limit_seq"), daily_transactions = limit.daily_transactions,
       single_amount = limit.single_amount, daily_amount = limit.daily_amount,
       monthly_amount = limit.monthly_amount, total_amount = limit.total_amount,
       create_time = state.stamp(),

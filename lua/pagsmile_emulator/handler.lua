@@ -234,11 +234,12 @@ local function apply(req, biz)
   local d = dict()
   local order_no = biz.order_no
   local holder = biz.holder
-  local holder_id = biz.holder_id ~= nil and long_string(biz.holder_id) or next_id()
-  local known = biz.holder_id ~= nil and holders.load(holder_id)
-  -- The `known_holders` setting: a holder_id must name a cardholder of this emulator, and an
-  -- approved one (off by default: older scripts apply with made-up ids).
+  -- The `known_holders` setting: a holder_id must name an approved cardholder of this
+  -- emulator. Off (the default: older scripts apply with made-up ids), a holder_id is taken
+  -- as it is, for a "Sandbox Holder".
+  local known
   if biz.holder_id ~= nil and settings().known_holders == true then
+    known = holders.load(biz.holder_id)
     if not known then return envelope(BUSINESS, "holder-not-found", "cardholder does not exist") end
     if known.audit_status ~= 1 then
       return envelope(BUSINESS, "holder-not-approved", "cardholder is not approved")
@@ -253,10 +254,13 @@ local function apply(req, biz)
   if plan then d:delete("pending:" .. order_no) else plan = settings() end
   local polls = tonumber(plan.polls or plan.pending_polls) or 0
   local after = tonumber(plan.complete_after) or 0
+  -- ids count up by one per id handed out: the card's, then the new holder's
+  local card_id = next_id()
+  local holder_id = biz.holder_id ~= nil and long_string(biz.holder_id) or next_id()
   if type(holder) == "table" then holders.register(holder_id, holder) end
   local order = {
     order_no = order_no,
-    card_id = next_id(),
+    card_id = card_id,
     holder_id = holder_id,
     holder_name = type(holder) == "table" and (holder.first_name .. " " .. holder.last_name)
                   or known and (known.first_name .. " " .. known.last_name) or "Sandbox Holder",

@@ -22,7 +22,7 @@ M.PARTNER_ID = "sandbox-partner"
 M.PARTNER_ACCOUNT = "104190000004" -- the account top-ups come from (money.lua)
 
 local HTTP = [[
-  lua_shared_dict pagsmile_sandbox 16m;
+  lua_shared_dict pagsmile_sandbox 64m; # orders, cards and holders of long runs (bench)
   # A document upload is up to 2 MiB, Base64 inside the sealed biz_data: about 3.8 MB.
   client_body_buffer_size 8m;
   client_max_body_size 8m;

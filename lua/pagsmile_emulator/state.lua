@@ -75,9 +75,10 @@ function state.merchant_key()
   return registered.key
 end
 
--- The next id as a decimal string: 2^53 + n, computed in two exact halves.
-function state.next_id()
-  local n = state.dict():incr("seq", 1, 0)
+-- The next id as a decimal string: 2^53 + n, computed in two exact halves. `counter`: a
+-- sequence of its own (default the cards' and holders' one, which the specs count).
+function state.next_id(counter)
+  local n = state.dict():incr(counter or "seq", 1, 0)
   local low = ID_LOW + n
   return string.format("%d%06d", ID_HIGH + math.floor(low / 1000000), low % 1000000)
 end
