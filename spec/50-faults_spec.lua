@@ -233,3 +233,161 @@ describe("faults", function()
     end)
   end)
 end)
+
+-- The same fault matrix over the calls around the apply (issue 13): the new reads fail with
+-- the row's error (or succeed on a retry when the fault fires once); an ambiguous
+-- create_holder is settled through Query Cardholder by (id_no, id_type) before it is sent
+-- again; an ambiguous top-up is settled through the transaction detail and never sent again,
+-- so the emulator's ledger never shows an order_no moved twice (`money_duplicates = "move"`:
+-- a re-sent top-up would move the money again).
+describe("faults around the apply", function()
+  local calls = require "support.calls"
+  local around = require "support.around"
+  local sb, runner
+  local fx = {} -- a card, a cardholder, a top-up and a webhook made before any fault
+
+  lazy_setup(function()
+    sb = launch.start {}
+    runner = nginx.start { name = "calls-runner", http = calls.CONFIG }
+    local client = assert(issuing.new(sb:client_options()))
+    fx.card = around.card(client, { initial_balance = "50.00" })
+    fx.holder = assert(client:create_holder(around.holder()))
+    fx.topup = around.topup(sb, fx.card.card_token)
+    fx.tx = assert(client:recharge(fx.topup))
+    assert(client:create_webhook { webhook_type = 2, webhook_url = "https://example.com/status" })
+    client:close()
+  end)
+  lazy_teardown(function()
+    if runner then runner.stop() end
+    if sb then sb:stop() end
+  end)
+  before_each(function() assert(sb:settings { faults = false, money_duplicates = "move" }) end)
+
+  local RUN = calls.engines(function() return runner end, core.monotime, helpers.http)
+
+  -- Each new read: its path, its argument, and the field of its result that must be right.
+  local READS = {
+    { "query_card_info", "/issuing/card/query-card-info", function() return fx.card.card_token end,
+      "card_token", function() return fx.card.card_token end },
+    { "query_card_balance", "/issuing/card/query-card-balance", function() return fx.card.card_token end,
+      "total", function() return 1 end },
+    { "query_remaining_limit", "/issuing/card/query-remaining-limit",
+      function() return { card_token = fx.card.card_token } end, "card_token",
+      function() return fx.card.card_token end },
+    { "query_card_limit", "/issuing/card/query-limit",
+      function() return { card_token = fx.card.card_token } end, "card_token",
+      function() return fx.card.card_token end },
+    { "query_holder", "/issuing/holder/query", function() return { holder_id = fx.holder.holder_id } end,
+      "holder_id", function() return fx.holder.holder_id end },
+    { "query_transaction", "/issuing/card/query-card-transaction-detail",
+      function() return { order_no = fx.topup.order_no, transaction_type = 121 } end,
+      "transaction_id", function() return fx.tx.transaction_id end },
+    { "query_webhooks", "/issuing/webhook/query-webhook-list", function() return nil end,
+      "total", function() return 1 end },
+  }
+  local SLOW = { latency = true, drip = true } -- each costs the whole deadline: one read only
+
+  -- A 1 s deadline (the apply's matrix uses 2): an ambiguous write is settled until its
+  -- deadline, and the matrix has many of them; every row's error kind is the same.
+  local function run(t, method, arg)
+    return RUN[t] { options = kit.options(sb, { timeout = 1 }), method = method, arg = arg }
+  end
+
+  for _, t in ipairs { "curl", "ngx" } do
+    describe("on the " .. t .. " transport", function()
+      for _, row in ipairs(kit.FAULTS) do
+        it(kit.label(row) .. ": every new read fails with " .. row.error .. ", and succeeds on a retry", function()
+          for i, read in ipairs(READS) do
+            if i == 1 or not SLOW[row.kind] then
+              local method, path, arg, field, want = read[1], read[2], read[3], read[4], read[5]
+              assert(sb:faults { kit.fault(row, { path = path, times = 100 }) })
+              local res = run(t, method, arg())
+              assert.is_nil(res.result, method)
+              assert.equal(row.error, res.err.kind, method)
+              assert.is_true(res.err.sent, method)
+              assert.is_false(res.err.retryable, method)
+              assert.is_nil(res.err.outcome, method)
+              assert.equal(row.http_status, res.err.http_status, method)
+              assert.is_true(res.elapsed < BOUND, method .. (" took %.2f s"):format(res.elapsed))
+              if not SLOW[row.kind] then
+                assert(sb:faults { kit.fault(row, { path = path }) })
+                res = run(t, method, arg())
+                assert(res.result, method .. ": " .. tostring(res.err and res.err.message))
+                assert.equal(want(), res.result[field], method)
+              end
+            end
+          end
+        end)
+
+        it(kit.label(row) .. ": create_holder settled by query_holder{id_no, id_type}, one holder", function()
+          local h = around.holder()
+          local stats = assert(sb:stats()).requests
+          local creates, queries = stats["/issuing/holder/create"] or 0, stats["/issuing/holder/query"] or 0
+          assert(sb:faults { kit.fault(row, { path = "/issuing/holder/create" }) })
+          local res = run(t, "create_holder", h)
+          assert(res.result, res.err and res.err.message)
+          assert.is_true(res.elapsed < BOUND, ("took %.2f s"):format(res.elapsed))
+          stats = assert(sb:stats()).requests
+          assert.is_true(stats["/issuing/holder/query"] > queries, "settled by asking first")
+          -- processed: one create and the query's answer; not processed: created again after
+          -- a definite "no such cardholder"
+          assert.equal(creates + (row.processed and 1 or 2), stats["/issuing/holder/create"])
+          assert(sb:faults(nil))
+          local got = assert(run(t, "query_holder", { id_no = h.id_no, id_type = h.id_type }).result)
+          assert.equal(got.holder_id, res.result.holder_id)
+        end)
+
+        it(kit.label(row) .. " on every request: create_holder's outcome unknown, never a second holder", function()
+          local h = around.holder()
+          assert(sb:faults { kit.fault(row, { path = "/issuing/holder/create", times = 100 }),
+                             kit.fault(row, { path = "/issuing/holder/query", times = 100 }) })
+          local res = run(t, "create_holder", h)
+          assert.is_nil(res.result)
+          assert.equal(row.error, res.err.kind)
+          assert.equal("unknown", res.err.outcome)
+          assert.is_true(res.err.sent)
+          assert.is_false(res.err.retryable)
+          assert.matches("outcome of the cardholder creation is unknown", res.err.message, 1, true)
+          assert.matches("query_holder", res.err.message, 1, true)
+          assert.is_nil(res.err.message:find(h.id_no, 1, true))
+          assert.is_true(res.elapsed < BOUND, ("took %.2f s"):format(res.elapsed))
+          assert(sb:faults(nil))
+          local got = run(t, "query_holder", { id_no = h.id_no, id_type = h.id_type })
+          if row.processed then assert(got.result) else assert.equal("holder-not-found", got.err.sub_code) end
+        end)
+
+        it(kit.label(row) .. ": a top-up settled by the transaction detail, or unknown; never moved twice", function()
+          for _, every in ipairs { false, true } do
+            local topup = around.topup(sb, fx.card.card_token, "1.00")
+            -- with order_no the fault hits that order's top-up and (every) its settling query
+            assert(sb:faults { kit.fault(row, { order_no = topup.order_no, times = every and 100 or 1,
+                                                path = not every and "/issuing/card/recharge" or nil }) })
+            local res = run(t, "recharge", topup)
+            local ledger = assert(sb:ledger()).orders[topup.order_no] or { requests = 0, moves = 0 }
+            assert.is_true(res.elapsed < BOUND, ("took %.2f s"):format(res.elapsed))
+            assert.is_true(ledger.requests <= 1, "the top-up was sent again")
+            assert.equal(row.processed and 1 or 0, ledger.moves)
+            if row.processed and not every then
+              assert(res.result, res.err and res.err.message)
+              assert.equal(ledger.transactions[1], res.result.transaction_id)
+            else
+              assert.is_nil(res.result)
+              assert.equal("unknown", res.err.outcome)
+              assert.equal(topup.order_no, res.err.order_no)
+              assert.matches("not sent again automatically", res.err.message, 1, true)
+            end
+          end
+        end)
+      end
+    end)
+  end
+
+  it("no order_no of the whole matrix moved twice", function()
+    local n = 0
+    for order_no, entry in pairs(assert(sb:ledger()).orders) do
+      n = n + 1
+      assert.is_true(entry.moves <= 1, order_no .. " moved " .. entry.moves .. " times")
+    end
+    assert.is_true(n > 2 * #kit.FAULTS)
+  end)
+end)

@@ -182,3 +182,104 @@ describe("no secret in any error or log line across the fault suite", function()
     assert.same({}, find_secrets(runner_log, secrets))
   end)
 end)
+
+-- The calls around the apply (issue 13): the card's full PAN, CVV and ACS password, a KYC
+-- document's bytes (and their Base64) and a cardholder's personal data never appear in an
+-- error, a log event, tostring or JSON of a result, or either nginx's log, across every
+-- fault on both transports.
+describe("no secret of the calls around the apply in any error, log event or result text", function()
+  local calls = require "support.calls"
+  local around = require "support.around"
+  local document = require "pagsmile.issuing.document"
+  local sb, runner
+  local texts = {}
+
+  lazy_setup(function()
+    sb = launch.start { log_level = "info" }
+    runner = nginx.start { name = "calls-runner", http = calls.CONFIG, log_level = "info" }
+  end)
+  lazy_teardown(function()
+    if runner then runner.stop() end
+    if sb then sb:stop() end
+  end)
+
+  local RUN = calls.engines(function() return runner end, core.monotime, helpers.http)
+
+  -- Keeps what a call left for a reader: its error's message and text, and its log events.
+  local function keep(res)
+    if res.err then
+      texts[#texts + 1] = res.err.message
+      texts[#texts + 1] = res.err.text
+    end
+    for _, e in ipairs(res.log or {}) do
+      -- as a log line would show it (durations and pauses with a few decimals: their full
+      -- digits would look like a PAN to the detector)
+      local line = {}
+      for k, v in pairs(e) do
+        line[#line + 1] = k .. "=" .. (type(v) == "number" and ("%.4f"):format(v) or tostring(v))
+      end
+      texts[#texts + 1] = table.concat(line, " ")
+    end
+    return res
+  end
+
+  it("holds for card details, cardholders, documents and top-ups under every fault", function()
+    local client = assert(issuing.new(kit.options(sb)))
+    local card = around.card(client, { initial_balance = "30.00" })
+    local info = assert(client:query_card_info(card.card_token))
+    local secret = info:reveal()
+    local marker = "ZQ-DOCUMENT-SECRET-" .. helpers.order_no("D")
+    local bytes = marker .. around.png(900) .. marker
+    local holder = secret_holder()
+    holder.id_no = around.id_no()
+    local made = assert(client:create_holder(holder))
+    -- what a program prints of the details
+    texts[#texts + 1] = tostring(info)
+    texts[#texts + 1] = assert(core.json_encode(info))
+    local _, verr = client:upload_holder_document { holder_id = made.holder_id, file_type = 1,
+      file_name = "scan.gif", file_content = bytes }
+    texts[#texts + 1] = verr.message
+    client:close()
+
+    for _, row in ipairs(kit.FAULTS) do
+      for _, t in ipairs { "curl", "ngx" } do
+        local function call(method, arg, path)
+          assert(sb:faults { kit.fault(row, { path = path, times = 100 }) })
+          keep(RUN[t] { options = kit.options(sb, { timeout = 1 }), method = method, arg = arg,
+                        collect_log = true })
+        end
+        call("query_card_info", card.card_token, "/issuing/card/query-card-info")
+        local h = secret_holder()
+        h.id_no = around.id_no()
+        call("create_holder", h)
+        call("recharge", around.topup(sb, card.card_token, "1.00"))
+        call("upload_holder_document", { holder_id = made.holder_id, file_type = 1,
+          file_name = "passport.png", file_hex = helpers.hex(bytes) })
+      end
+    end
+    assert(sb:faults(nil))
+
+    local b64 = document.base64(bytes)
+    local windows = key_windows(sb.keys)
+    for i = 1, #b64 - WINDOW + 1 do windows[b64:sub(i, i + WINDOW - 1)] = true end
+    local secrets = { key_windows = windows, strings = {
+      acs_password = secret.acs_password, cvv_field = '"cvv":"' .. secret.cvv,
+      cvv_text = "cvv=" .. secret.cvv, document = marker, first_name = holder.first_name,
+      email = holder.email, mobile = holder.mobile, address = holder.address.line,
+    } }
+    -- the sweep has something to sweep, and would see a secret planted in it. The emulator's
+    -- long ids (holder_id in these calls' log events) are 16 digits counted from 2^53, not
+    -- PANs (the emulator's PANs start 658704/658705): they are set aside before the sweep.
+    secrets.strings.pan = secret.card_pan
+    local all = table.concat(texts, "\n"):gsub("900719925474%d%d%d%d", "<id>")
+    assert.is_true(#texts > 8 * #kit.FAULTS)
+    assert.truthy(all:find("outcome of the cardholder creation is unknown", 1, true))
+    assert.truthy(all:find("outcome of the top-up is unknown", 1, true))
+    assert.truthy(all:find(card.card_pan, 1, true)) -- the masked PAN is fine
+    assert.same({ "a full PAN", "pan" }, find_secrets(all .. " " .. secret.card_pan, secrets))
+    assert.same({ "key material" }, find_secrets(b64:sub(100, 100 + WINDOW), secrets))
+    assert.same({}, find_secrets(all, secrets))
+    assert.same({}, find_secrets(sb:error_log(), secrets))
+    assert.same({}, find_secrets(runner.error_log(), secrets))
+  end)
+end)

@@ -49,7 +49,8 @@ end
 --- Every violation of biz_data for an endpoint, without a client or a network: a dry run.
 -- At most one violation per field, in the order the client checks (the first is the error
 -- `apply_card` would return). Messages never quote the values.
--- @tparam string endpoint `"apply_card"` or `"query_apply_result"`
+-- @tparam string endpoint an endpoint's name: `"apply_card"`, `"query_apply_result"`,
+-- `"create_holder"`, `"recharge"`... (an unknown name raises, listing them all)
 -- @tparam biz_data biz_data the table to check
 -- @treturn[1] boolean `true` when it is valid
 -- @return[2] nil

@@ -6,33 +6,30 @@
 --   init_worker_by_lua: require("pagsmile_emulator.handler").init_worker()
 --   /issuing/:       require("pagsmile_emulator.handler").handle()
 --   /_sandbox/:      require("pagsmile_emulator.handler").control()   (plain JSON)
--- State lives in a lua_shared_dict (default "pagsmile_sandbox"); the launcher runs one
--- process, so a read-modify-write without a yield in between is atomic.
--- Never logs bodies, keys or PANs; the sandbox never makes or stores a full PAN.
+-- State lives in a lua_shared_dict (default "pagsmile_sandbox", state.lua). This file
+-- keeps the envelope, the faults, the orders (apply, query) and the control API; the other
+-- areas are beside it: holders.lua, cards.lua, money.lua, webhooks.lua (issue 13).
+-- Never logs bodies, keys or PANs (cards.lua keeps full PANs in the shared dict only).
 local sealing = require "pagsmile.issuing.envelope" -- the platform's side of it
 local json = require "pagsmile.issuing.json"
 local endpoints = require "pagsmile.issuing.endpoints"
 local schema = require "pagsmile.issuing.schema"
+local state = require "pagsmile_emulator.state"
+local holders = require "pagsmile_emulator.holders"
+local cards = require "pagsmile_emulator.cards"
+local money = require "pagsmile_emulator.money"
+local webhooks = require "pagsmile_emulator.webhooks"
 local bit = require "bit" -- nginx's LuaJIT
 
 local M = {}
 
 local cfg
 
--- Gateway codes (SPEC.md §4).
-local SUCCESS = { "10000", "Success" }
-local UNAVAILABLE = { "20000", "Service Unavailable" }
-local MISSING = { "40001", "Missing Arguments" }
-local BUSINESS = { "40002", "Business Failed" }
-local METHOD = { "40004", "Method Not Supported" }
+local SUCCESS, UNAVAILABLE, MISSING, BUSINESS, METHOD = state.SUCCESS, state.UNAVAILABLE,
+  state.MISSING, state.BUSINESS, state.METHOD
 
 -- OrderStatus (SPEC.md §8).
 local PROCESSING, COMPLETED = 3, 5
-
--- card_id and holder_id start above 2^53 so every call exercises exact 64-bit ids.
-local ID_HIGH, ID_LOW = 9007199254, 740992 -- 9007199254740992 = 2^53, split to stay exact
-
-local CALLBACK_DELAYS = { 0.1, 0.2, 0.4 } -- the platform retries hours apart (SPEC.md §7)
 
 local function read_file(path)
   local f = io.open(path, "rb")
@@ -77,6 +74,7 @@ function M.init(config)
     parent_pid = tonumber(config.parent_pid),
     remove_on_orphan = config.remove_on_orphan,
   }
+  state.cfg = cfg
   return true
 end
 
@@ -85,8 +83,8 @@ local function process_alive(pid)
   if not f then return false end
   local status = f:read("*a")
   f:close()
-  local state = status:match("State:%s*(%a)")
-  return state ~= nil and state ~= "Z"
+  local letter = status:match("State:%s*(%a)")
+  return letter ~= nil and letter ~= "Z"
 end
 
 --- Called from init_worker_by_lua. With parent_pid, the emulator outlives the command that
@@ -107,80 +105,12 @@ function M.init_worker()
   if not ok then ngx.log(ngx.ERR, "sandbox: cannot start the watchdog: ", err) end
 end
 
--- Random hex and digits from the kernel, so tokens never repeat across restarts.
-local function random_bytes(n)
-  local f = io.open("/dev/urandom", "rb")
-  local s = f and f:read(n)
-  if f then f:close() end
-  if not s or #s < n then
-    local t = {}
-    for i = 1, n do t[i] = string.char(math.random(0, 255)) end
-    s = table.concat(t)
-  end
-  return s
-end
-
-local function random_hex(n)
-  return (random_bytes(n / 2):gsub(".", function(c) return string.format("%02x", c:byte()) end))
-end
-
-local function random_digits(n)
-  return (random_bytes(n):gsub(".", function(c) return tostring(c:byte() % 10) end))
-end
-
--- State ------------------------------------------------------------------------------------
-
-local function dict()
-  return ngx.shared[cfg.dict]
-end
-
-local function get_json(key)
-  local s = dict():get(key)
-  if not s then return nil end
-  return json.decode(s)
-end
-
-local function set_json(key, value)
-  local s = assert(json.encode(value))
-  local ok, err = dict():set(key, s)
-  if not ok then error("sandbox: shared dict full (" .. tostring(err) .. ")", 0) end
-end
-
-local function settings()
-  local s = get_json("settings")
-  return type(s) == "table" and s or {}
-end
-
--- The merchant public key answers and callbacks are sealed for: a registered one (control
--- API or --merchant-public-key) or the one the emulator started with. Parsed once per change.
-local registered = {}
-local function merchant_key()
-  local text = dict():get("merchant_public_key")
-  if not text then return cfg.merchant_key end
-  if text ~= registered.text then
-    registered.key, registered.text = assert(sealing.public_key(text)), text
-  end
-  return registered.key
-end
-
--- The next id as a decimal string: 2^53 + n, computed in two exact halves.
-local function next_id()
-  local n = dict():incr("seq", 1, 0)
-  local low = ID_LOW + n
-  return string.format("%d%06d", ID_HIGH + math.floor(low / 1000000), low % 1000000)
-end
-
-local function long_string(v)
-  local l = json.long(v)
-  return l and tostring(l) or nil
-end
+local random_hex, random_digits = state.random_hex, state.random_digits
+local dict, get_json, set_json, settings = state.dict, state.get, state.set, state.settings
+local merchant_key, next_id, long_string, envelope = state.merchant_key, state.next_id,
+  state.long_string, state.envelope
 
 -- Answers ----------------------------------------------------------------------------------
-
-local function envelope(code, sub_code, sub_msg)
-  return { code = code[1], msg = code[2], sub_code = sub_code, sub_msg = sub_msg,
-           sign_type = "RSA", app_id = cfg.app_id }
-end
 
 local function json_answer(status, value)
   return { status = status, body = assert(json.encode(value)) }
@@ -242,10 +172,10 @@ local function save_order(order)
   set_json("order:" .. order.order_no, order)
 end
 
+-- Completion issues the card (cards.lua): its token and masked PAN go into the order.
 local function complete(order)
   order.order_status = COMPLETED
-  order.card_token = "tok_" .. random_hex(24)
-  order.card_pan = order.card_bin .. "******" .. random_digits(4)
+  cards.issue(order)
 end
 
 -- SPEC.md §5 response fields (§6 adds the three extras).
@@ -266,64 +196,15 @@ local function card_data(order, extras)
   return data
 end
 
--- Callbacks (SPEC.md §7) ---------------------------------------------------------------------
-
-local transport
-
-local function record_callback(entry)
-  local d = dict()
-  local n = d:incr("cb_n", 1, 0)
-  set_json("cb:" .. n, entry)
-end
-
-local function notification(order, plain, request_id)
-  local biz = {
+-- Callbacks (SPEC.md §7): to the `callback_url` setting and the type-1 webhooks.
+local function schedule_callback(order)
+  webhooks.notify(1, {
     order_no = order.order_no, card_token = order.card_token, card_pan = order.card_pan,
     holder_id = json.long(order.holder_id), holder_name = order.holder_name,
     card_scheme = order.card_scheme, card_type = order.card_type,
     order_count = order.order_count, order_status = order.order_status,
     is_share_card = order.is_share_card,
-  }
-  local note = {
-    partner_id = cfg.partner_id, sub_partner_id = order.sub_partner_id or "",
-    timestamp = os.date("!%Y-%m-%d %H:%M:%S", ngx.time() + 8 * 3600),
-    version = "1.0", request_id = request_id, notify_type = 1,
-  }
-  if plain then
-    note.sign_type, note.biz_data = "", biz
-  else
-    note.sign_type = "RSA"
-    note.random_key, note.biz_data = sealing.seal(merchant_key(), biz)
-  end
-  return assert(json.encode(note))
-end
-
-local deliver
-deliver = function(premature, order_no, url, plain, request_id, attempt)
-  if premature then return end
-  local order = load_order(order_no)
-  if not order then return end
-  transport = transport or require("pagsmile.issuing.transport.ngx").new{
-    user_agent = "pagsmile-sandbox-callback" }
-  local res, err = transport:request{
-    url = url, body = notification(order, plain, request_id), timeout = 5, connect_timeout = 2,
-    headers = { ["Content-Type"] = "application/json; charset=UTF-8" },
-  }
-  local status = res and res.status or 0
-  record_callback{ order_no = order_no, url = url, status = status, attempt = attempt,
-                   error = err and err.kind or nil }
-  if status ~= 200 and CALLBACK_DELAYS[attempt] then
-    ngx.timer.at(CALLBACK_DELAYS[attempt], deliver, order_no, url, plain, request_id, attempt + 1)
-  end
-end
-
-local function schedule_callback(order)
-  local s = settings()
-  local url = s.callback_url
-  if type(url) ~= "string" or url == "" then return end
-  local ok, err = ngx.timer.at(0, deliver, order.order_no, url, s.callback_plain == true,
-                               sealing.request_id(), 1)
-  if not ok then ngx.log(ngx.ERR, "sandbox: cannot schedule a callback: ", err) end
+  }, { order_no = order.order_no }, order.sub_partner_id, settings().callback_url)
 end
 
 -- Completion by time: a timer per pending order with complete_at. The card_id tells this
@@ -352,6 +233,18 @@ end
 local function apply(req, biz)
   local d = dict()
   local order_no = biz.order_no
+  local holder = biz.holder
+  -- The `known_holders` setting: a holder_id must name an approved cardholder of this
+  -- emulator. Off (the default: older scripts apply with made-up ids), a holder_id is taken
+  -- as it is, for a "Sandbox Holder".
+  local known
+  if biz.holder_id ~= nil and settings().known_holders == true then
+    known = holders.load(biz.holder_id)
+    if not known then return envelope(BUSINESS, "holder-not-found", "cardholder does not exist") end
+    if known.audit_status ~= 1 then
+      return envelope(BUSINESS, "holder-not-approved", "cardholder is not approved")
+    end
+  end
   local attempts = d:incr("applies:" .. order_no, 1, 0)
   if attempts > 1 or load_order(order_no) then
     return envelope(BUSINESS, "duplicate-order-no", "order_no already exists")
@@ -361,19 +254,22 @@ local function apply(req, biz)
   if plan then d:delete("pending:" .. order_no) else plan = settings() end
   local polls = tonumber(plan.polls or plan.pending_polls) or 0
   local after = tonumber(plan.complete_after) or 0
-  local holder = biz.holder
+  -- ids count up by one per id handed out: the card's, then the new holder's
+  local card_id = next_id()
+  local holder_id = biz.holder_id ~= nil and long_string(biz.holder_id) or next_id()
+  if type(holder) == "table" then holders.register(holder_id, holder) end
   local order = {
     order_no = order_no,
-    card_id = next_id(),
-    holder_id = biz.holder_id ~= nil and long_string(biz.holder_id) or next_id(),
+    card_id = card_id,
+    holder_id = holder_id,
     holder_name = type(holder) == "table" and (holder.first_name .. " " .. holder.last_name)
-                  or "Sandbox Holder",
+                  or known and (known.first_name .. " " .. known.last_name) or "Sandbox Holder",
     order_status = PROCESSING, order_count = 1, card_scheme = 3,
     card_type = biz.card_type, is_share_card = biz.is_share_card == true,
     card_bin = biz.card_bin or "658704",
     card_token = "", card_pan = "",
     pay_account_num = biz.pay_account_num, initial_balance = biz.initial_balance,
-    card_remark = biz.card_remark,
+    card_remark = biz.card_remark, card_limit = biz.card_limit,
     sub_partner_id = req.sub_partner_id or "",
     polls = polls, queries = 0,
     complete_at = after > 0 and ngx.now() + after or nil,
@@ -404,12 +300,25 @@ local function query(_, biz)
   return nil, card_data(order, true)
 end
 
--- The emulator's handler of each endpoint of the client's table (endpoints.lua), by name.
-local HANDLERS = { apply_card = apply, query_apply_result = query }
+-- The emulator's handler of each endpoint of the client's table (endpoints.lua), by name:
+-- run(req, biz) -> refusal | nil, data (state.NO_DATA: none), total.
+local HANDLERS = {
+  apply_card = apply, query_apply_result = query,
+  create_holder = holders.create, query_holder = holders.query, update_holder = holders.update,
+  upload_holder_document = holders.upload,
+  query_card_info = cards.info, query_card_balance = cards.balance,
+  query_card_limit = cards.query_limit, update_card_limit = cards.update_limit,
+  query_remaining_limit = function(req, biz) return cards.remaining(req, biz, money.spent) end,
+  revoke_card = function(req, biz) return cards.revoke(req, biz, money.refund) end,
+  create_webhook = webhooks.create, query_webhooks = webhooks.query,
+  recharge = money.recharge, recharge_return = money.recharge_return,
+  query_transaction = money.query_transaction,
+  query_card_transactions = money.query_card_transactions,
+}
 
 local ENDPOINTS = {}
 for name, ep in pairs(endpoints) do
-  ENDPOINTS[ep.path] = { schema = ep.schema, run = assert(HANDLERS[name], name) }
+  ENDPOINTS[ep.path] = { schema = ep.wire or ep.schema, run = assert(HANDLERS[name], name) }
 end
 
 local function read_body()
@@ -584,7 +493,7 @@ local function business(path, fault, random)
     return json_answer(200, envelope({ tostring(fault.code or BUSINESS[1]), "Refused" },
       fault.sub_code or "refused", "refused by a sandbox fault")), fault
   end
-  local refused, data = endpoint.run(req, clean)
+  local refused, data, total = endpoint.run(req, clean)
   if kind == "other_order" then
     data = data or { order_status = COMPLETED, card_scheme = 3, card_type = 1,
                      card_id = json.long(next_id()), holder_id = json.long(next_id()) }
@@ -603,7 +512,10 @@ local function business(path, fault, random)
     end
     return json_answer(200, answer), fault
   end
-  answer.random_key, answer.data = sealing.seal(key, data)
+  if data ~= state.NO_DATA then
+    answer.random_key, answer.data = sealing.seal(key, data)
+    answer.total = total or 1
+  end
   return json_answer(200, answer), fault
 end
 
@@ -733,14 +645,7 @@ end
 
 -- Control API ------------------------------------------------------------------------------
 
--- The names stored under a key prefix ("order:", "req:"), without it.
-local function names_under(prefix)
-  local names = {}
-  for _, key in ipairs(dict():get_keys(0)) do
-    if key:sub(1, #prefix) == prefix then names[#names + 1] = key:sub(#prefix + 1) end
-  end
-  return names
-end
+local names_under = state.names_under
 
 local function orders_view()
   local d = dict()
@@ -791,6 +696,12 @@ function M.control()
     return control_answer(200, stats_view())
   elseif method == "GET" and path == "/_sandbox/orders" then
     return control_answer(200, orders_view())
+  elseif method == "GET" and path == "/_sandbox/holders" then
+    return control_answer(200, holders.view())
+  elseif method == "GET" and path == "/_sandbox/cards" then
+    return control_answer(200, cards.view())
+  elseif method == "GET" and path == "/_sandbox/ledger" then
+    return control_answer(200, money.ledger())
   elseif method == "GET" and path == "/_sandbox/arrivals" then
     return control_answer(200, arrivals_json())
   elseif method == "GET" and path == "/_sandbox/settings" then
@@ -847,6 +758,22 @@ function M.control()
     end
     set_json("pending:" .. ngx.unescape_uri(order_no), { polls = polls, complete_after = after })
     return control_answer(200, { ok = true })
+  end
+  local holder_id = path:match("^/_sandbox/holders/(%d+)/approve$")
+  if holder_id then
+    local h = holders.approve(holder_id)
+    if not h then return control_answer(404, { error = "no such holder" }) end
+    return control_answer(200, { ok = true, audit_status = h.audit_status })
+  end
+  local card_token = path:match("^/_sandbox/cards/([^/]+)/transactions$")
+  if card_token then
+    if input.start_date ~= nil and (type(input.start_date) ~= "string"
+       or not input.start_date:match("^%d%d%d%d%-%d%d%-%d%d$")) then
+      return control_answer(400, { error = "start_date must be yyyy-MM-dd" })
+    end
+    local n, why = money.seed(ngx.unescape_uri(card_token), input)
+    if not n then return control_answer(404, { error = why }) end
+    return control_answer(200, { ok = true, count = n })
   end
   order_no = path:match("^/_sandbox/orders/([^/]+)/complete$")
   if order_no then

@@ -19,11 +19,13 @@ local M = {}
 
 M.APP_ID = "sandbox-app"
 M.PARTNER_ID = "sandbox-partner"
+M.PARTNER_ACCOUNT = "104190000004" -- the account top-ups come from (money.lua)
 
 local HTTP = [[
-  lua_shared_dict pagsmile_sandbox 16m;
-  client_body_buffer_size 1m;
-  client_max_body_size 1m;
+  lua_shared_dict pagsmile_sandbox 64m; # orders, cards and holders of long runs (bench)
+  # A document upload is up to 2 MiB, Base64 inside the sealed biz_data: about 3.8 MB.
+  client_body_buffer_size 8m;
+  client_max_body_size 8m;
   init_by_lua_block {
     require("pagsmile_emulator.handler").init{
       app_id = "${app_id}", partner_id = "${partner_id}",
@@ -221,6 +223,7 @@ function M.start(opts)
     url = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. srv.port,
     app_id = M.APP_ID,
     partner_id = M.PARTNER_ID,
+    partner_account = M.PARTNER_ACCOUNT,
     platform_public_key = keys.set.platform_public,
     merchant_private_key = keys.set.merchant_private,
     merchant_public_key = keys.set.merchant_public,
@@ -298,6 +301,18 @@ function Sandbox:arrivals()
   return answer.arrivals
 end
 function Sandbox:orders() return call(self, "GET", "/_sandbox/orders") end
+--- The cardholders, cards (PAN masked) and money ledger (per order_no: requests, moves).
+function Sandbox:holders() return call(self, "GET", "/_sandbox/holders") end
+function Sandbox:cards() return call(self, "GET", "/_sandbox/cards") end
+function Sandbox:ledger() return call(self, "GET", "/_sandbox/ledger") end
+--- Approves a cardholder now (its audit notification goes out).
+function Sandbox:approve(holder_id)
+  return call(self, "POST", "/_sandbox/holders/" .. escape(holder_id) .. "/approve", {})
+end
+--- Adds spendings to a card: { count, start_date, every_days, amount, currency }.
+function Sandbox:spend(card_token, spec)
+  return call(self, "POST", "/_sandbox/cards/" .. escape(card_token) .. "/transactions", spec or {})
+end
 function Sandbox:reset() return call(self, "POST", "/_sandbox/reset") end
 function Sandbox:error_log() return self.server.error_log() end
 function Sandbox:stop()

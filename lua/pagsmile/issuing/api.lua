@@ -30,6 +30,47 @@ api.SERVICE_UNAVAILABLE = "20000"
 api.ORDER_NOT_FOUND = { ["order-not-found"] = true }
 api.ORDER_DUPLICATE = { ["duplicate-order-no"] = true }
 
+-- The same for the calls around the apply (issue 13). Unpublished too: the local emulator's
+-- words, one place to correct them.
+api.HOLDER_NOT_FOUND = { ["holder-not-found"] = true }
+api.HOLDER_DUPLICATE = { ["holder-exists"] = true }            -- (id_no, id_type) taken
+api.TRANSACTION_NOT_FOUND = { ["transaction-not-found"] = true }
+api.WEBHOOK_NOT_FOUND = {}                                      -- a list: no match is not found
+api.CARD_REVOKED = { ["card-revoked"] = true }                  -- a revoke that was done already
+
+-- Settling an ambiguous top-up or balance return (SPEC.md §12): the transaction detail by
+-- order_no. The newest page wants transaction_type with it; a top-up's own answer names its
+-- partner-account side, type 121 (the docs' example). A return's types are not published:
+-- it is asked by order_no alone, as the older pages allow. (A platform that refuses that
+-- leaves the return's outcome "unknown": never a second return.)
+api.SETTLE_TRANSACTION_TYPE = { recharge = 121, recharge_return = nil }
+
+-- SPEC.md §10, documents: the current page's formats (the older page listed two dozen image
+-- formats), and "Max size: 2M", read as 2 MiB of the file itself (before Base64).
+api.DOCUMENT_EXTENSIONS = { "pdf", "jpg", "jpeg", "png", "doc", "docx" }
+api.DOCUMENT_MAX_BYTES = 2 * 1024 * 1024
+local DOCUMENT_EXTENSION = {}
+for _, e in ipairs(api.DOCUMENT_EXTENSIONS) do DOCUMENT_EXTENSION[e] = true end
+
+--- Whether a file name ends in an extension the platform takes (any case).
+function api.document_extension_ok(name)
+  local ext = name:match("%.([%w]+)$")
+  return ext ~= nil and DOCUMENT_EXTENSION[ext:lower()] == true
+end
+
+-- fileType (SPEC.md §8, §10): the dictionary is not published; 1 is the docs' example and "ID
+-- and address are required". Project choice: 1 ID document, 2 proof of address.
+api.FILE_TYPE = { id_document = 1, proof_of_address = 2 }
+
+-- CustomerAuditStatus (SPEC.md §8): not published. The docs show 3 on a new holder, 4 → 2
+-- in a rejection. Project choice: 3 pending, 4 under review, 2 rejected, 1 approved.
+api.AUDIT_STATUS = { [1] = "approved", [2] = "rejected", [3] = "pending", [4] = "reviewing" }
+
+-- Lists (SPEC.md §13): pages of at most 30; a date range of at most 31 days, counted with
+-- both ends (the docs say "max query time range: 31 days").
+api.MAX_PAGE_SIZE = 30
+api.MAX_RANGE_DAYS = 31
+
 -- What a refusal points at (issue 10 item 7), by sub_code: the setting to check, if any, and
 -- a hint for the error's message. These are the local sandbox's sub_codes (the platform's
 -- catalogue is not published, SPEC.md §4): correct them here when the live platform answers
@@ -49,6 +90,20 @@ api.REFUSALS = {
   ["invalid-parameter"] = { nil, "a biz_data field broke a rule of the platform's; "
     .. "err.sub_msg may say which" },
   ["order-not-found"] = { nil, "the platform has no order with this order_no" },
+  ["holder-not-found"] = { nil, "the platform has no cardholder with this holder_id (or "
+    .. "id_no and id_type)" },
+  ["holder-exists"] = { nil, "a cardholder with this id_no and id_type exists: "
+    .. "query_holder{id_no, id_type} returns it" },
+  ["card-not-found"] = { nil, "the platform has no card with this card_token" },
+  ["card-revoked"] = { nil, "the card is revoked: it takes no further changes" },
+  ["transaction-not-found"] = { nil, "the platform has no such transaction" },
+  ["insufficient-balance"] = { nil, "the paying account's balance is too low" },
+  ["holder-not-approved"] = { nil, "the cardholder's review is not approved yet: "
+    .. "query_holder shows its audit" },
+  ["invalid-account"] = { nil, "the account number is not your issuing account" },
+  ["limit-not-found"] = { nil, "no such limit_id for this card: query_card_limit{card_token} "
+    .. "gives it" },
+  ["file-too-large"] = { nil, "the document is larger than the platform takes (2 MiB)" },
 }
 
 -- By code, when the sub_code has no entry.
@@ -71,6 +126,21 @@ api.ORDER_STATUS = { [3] = "processing", [5] = "completed" }
 -- §5 "long" fields of the answers (Java int64): decoded exactly by the core.
 api.LONG_FIELDS = { "card_id", "holder_id" }
 
+-- Notifications (SPEC.md §7, §14), by notify_type: the event's name, the fields a
+-- notification may claim, and the read that confirms them (`confirm`: endpoint name, the
+-- field it is asked by, and for each claim the field of the platform's answer that holds the
+-- truth). notify_type 2 as the card-status notification is an inference (the docs' webhook
+-- list names type-2 URLs ".../card_action_result_notification"); change it here.
+api.NOTIFICATIONS = {
+  [1] = { event = "apply_card", confirm = "query_apply_result", by = "order_no",
+          claims = { order_no = "order_no", order_status = "order_status", card_token = "card_token",
+                     card_pan = "card_pan", card_id = "card_id", holder_id = "holder_id" } },
+  [2] = { event = "card_status", confirm = "query_card_info", by = "card_token",
+          claims = { card_token = "card_token", status = "card_status" } },
+  [3] = { event = "holder_audit", confirm = "query_holder", by = "holder_id",
+          claims = { holder_id = "holder_id", status = "audit_status" } },
+}
+
 -- One type for a long id on every runtime: its decimal digits as a string. A string prints
 -- as itself, survives lua-cjson (which writes every number with 14 significant digits, on
 -- 5.3+ too: 9007199254740993 would come out as 9.007199254741e+15, another card), and
@@ -85,6 +155,21 @@ local function long_id(v)
     if l then return tostring(l) end
   end
   return v -- a string already, or not an integer: the platform's value, untouched
+end
+
+api.long_id = long_id
+
+--- A value as text for comparing what was asked with what came back: strings as they are,
+-- integral numbers and longs as their digits ("1" and 1 are the same id_type; the docs'
+-- examples send ids both ways). nil for anything else.
+function api.key_text(v)
+  local t = type(v)
+  if t == "string" then return v end
+  if t == "number" or t == "userdata" or t == "cdata" then
+    local l = json.long(v)
+    if l then return tostring(l) end
+  end
+  return nil
 end
 
 -- The card table of DESIGN.md: every field of the answer, plus status, completed and the

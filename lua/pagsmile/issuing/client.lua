@@ -1,13 +1,16 @@
--- The client: apply_card, query_apply_result, apply_card_and_wait, parse_notification.
--- Policy lives here (deadlines, retries, what an ambiguous answer means), with one call path
--- for every endpoint (endpoints.lua); envelope.lua reads and writes the envelope, a
--- transport does the HTTP, the runtime of the call (runtime.lua) gives its clock.
+-- The client: apply_card and the calls around it (cardholders, the card, money, webhooks),
+-- apply_card_and_wait, parse_notification. Policy lives here (deadlines, retries, what an
+-- ambiguous answer means), with one call path for every endpoint (endpoints.lua);
+-- envelope.lua reads and writes the envelope, a transport does the HTTP, the runtime of the
+-- call (runtime.lua) gives its clock.
 local api = require "pagsmile.issuing.api"
 local batch = require "pagsmile.issuing.batch"
 local endpoints = require "pagsmile.issuing.endpoints"
 local envelope = require "pagsmile.issuing.envelope"
 local errors = require "pagsmile.issuing.errors"
 local options = require "pagsmile.issuing.options"
+local pager = require "pagsmile.issuing.pager"
+local results = require "pagsmile.issuing.results"
 local core_monotime = require("pagsmile.issuing.core").monotime
 local runtime = require "pagsmile.issuing.runtime"
 local schema = require "pagsmile.issuing.schema"
@@ -117,7 +120,7 @@ function Client:_log(call, ep, event, attempt, fields)
   local log = self.o.log
   if not log then return end
   local e = { event = event, method = "POST", path = ep.path, attempt = attempt }
-  e[ep.key] = call.key
+  if ep.key then e[ep.key] = call.key end
   for k, v in pairs(fields) do e[k] = v end
   pcall(log, e) -- a failing logger must not lose the card of a call that succeeded
 end
@@ -130,21 +133,55 @@ local function repeated(err, before)
   return err.setting ~= nil and before ~= nil and err.setting == before.setting
 end
 
--- An answer is this call's only if its data is an object naming the key asked about (the
--- order_no): anything else (no data, an array, another order's card) is a `protocol` error,
--- never a result (issue 9: a stale or misrouted answer must not hand out another order's
--- card).
-local function unbound(data, ep, key, request_id)
-  local name = ep.key
-  local named = type(data) == "table" and data[name] or nil
-  if named == key then return nil end
-  local what = type(data) ~= "table" and "no data object"
-    or named == nil and ("no " .. name)
-    or ("another " .. name)
-  local e = errors.new("protocol", "the answer carries " .. what .. " where the card of " .. name
-    .. " " .. key .. " belongs", { sent = true, retryable = false, request_id = request_id,
-    http_status = 200 })
-  e[name] = key
+-- The first of `fields` that `obj` contradicts, with what it carries instead: a field the
+-- request `biz` has and obj names otherwise, or (`required`) does not name.
+local function contradicts(obj, fields, biz, required)
+  if not fields then return nil end
+  for _, f in ipairs(fields) do
+    local asked = biz[f]
+    if asked ~= nil then
+      local got = obj[f]
+      if got == nil then
+        if required then return f, "no " .. f end
+      elseif api.key_text(got) ~= api.key_text(asked) then
+        return f, "another " .. f
+      end
+    end
+  end
+end
+
+-- The first thing that makes `data` not the answer to `biz`, as "no x" / "another x".
+local function not_bound(data, ep, biz)
+  if ep.answer == "none" then return nil end
+  if type(data) ~= "table" then return "no data object" end
+  if ep.answer == "list" then
+    for _, entry in ipairs(data[1] == nil and { data } or data) do
+      local _, what = contradicts(type(entry) == "table" and entry or {}, ep.echo, biz)
+      if what then return what end
+    end
+    return nil
+  end
+  local _, what = contradicts(data, ep.bind, biz, true)
+  if not what then _, what = contradicts(data, ep.echo, biz) end
+  if what then return what end
+  for _, f in ipairs(ep.expect or {}) do
+    if data[f] == nil then return "no " .. f end
+  end
+end
+
+-- An answer is this call's only if its data is bound to the request (the endpoint's bind,
+-- echo and expect: for an apply, an object naming the order_no asked about): anything else
+-- (no data, an array, another order's card) is a `protocol` error, never a result (issue 9:
+-- a stale or misrouted answer must not hand out another order's card). Only the call's key
+-- is named in the message: other bound fields (id_no) may be personal data.
+local function unbound(data, ep, biz, key, request_id)
+  local what = not_bound(data, ep, biz)
+  if not what then return nil end
+  local about = (ep.key and key) and ((ep.answer_noun or "answer") .. " of " .. ep.key .. " " .. key)
+    or "answer to this request"
+  local e = errors.new("protocol", "the answer carries " .. what .. " where the " .. about
+    .. " belongs", { sent = true, retryable = false, request_id = request_id, http_status = 200 })
+  if ep.key then e[ep.key] = key end
   return e
 end
 
@@ -153,7 +190,7 @@ end
 function Client:_exchange(call, ep, biz, deadline, attempt)
   local now = call.rt.now
   local t0 = now()
-  local data, r = self:_exchange1(call, ep, biz, deadline)
+  local data, r, env = self:_exchange1(call, ep, biz, deadline)
   if self.o.log then
     local err = not data and r or nil
     self:_log(call, ep, "http", attempt, {
@@ -163,16 +200,17 @@ function Client:_exchange(call, ep, biz, deadline, attempt)
     })
   end
   if not data then return nil, r end
-  local err = unbound(data, ep, call.key, r)
+  local err = unbound(data, ep, biz, call.key, r)
   if err then return nil, err end
-  return ep.result(data, r)
+  return ep.result(data, r, biz, env)
 end
 
 function Client:_exchange1(call, ep, biz, deadline)
   local rt = call.rt
   if not rt.transport then return nil, rt.error end
   local o = self.o
-  local ctx = { [ep.key] = call.key }
+  local ctx = {}
+  if ep.key then ctx[ep.key] = call.key end
   local body, request_id, session = envelope.request(o, biz, self:_timestamp())
   if not body then return nil, errors.with(request_id, ctx) end -- (nil, err): not encodable
   ctx.request_id = request_id
@@ -211,7 +249,7 @@ function Client:_exchange1(call, ep, biz, deadline)
     ctx.sent, ctx.retryable = true, false
     return nil, errors.with(e, ctx)
   end
-  return data, request_id
+  return data, request_id, e
 end
 
 -- A read may be repeated freely: retried on any failure but a definite refusal by the
@@ -225,12 +263,20 @@ end
 -- ambiguous write, where giving up early leaves the caller not knowing), until the deadline;
 -- never past a failure that repeats the one before. `settle`, when settling a write:
 -- { last = the write's error }, and `repeated = true` is set on it when that is why it stopped.
-function Client:_read(call, ep, biz, deadline, persist, settle)
+-- `sent`, for a "repeat" write: { ambiguous = the first error after which the write may have
+-- been processed }; a refusal in ep.already after one means it was done.
+function Client:_read(call, ep, biz, deadline, persist, settle, sent)
   local now = call.rt.now
   local attempt, last = 0, settle and settle.last
   while true do
     local result, err = self:_exchange(call, ep, biz, deadline, attempt + 1)
     if result then return result end
+    if sent then
+      if sent.ambiguous and err.kind == "api" and ep.already and ep.already[err.sub_code] then
+        return ep.result({}, err.request_id, biz)
+      end
+      if err.sent and err.kind ~= "api" then sent.ambiguous = sent.ambiguous or err end
+    end
     attempt = attempt + 1
     local pause = backoff(attempt)
     if repeated(err, last) then
@@ -253,21 +299,20 @@ local function validate(ep, biz_data, level)
   if type(biz_data) ~= "table" then error("pagsmile.issuing: biz_data must be a table", level or 3) end
   local clean, field, reason = schema.validate(ep.schema, biz_data)
   if not clean then
-    local key = biz_data[ep.key]
-    return nil, errors.validation(field, reason, type(key) == "string" and key or nil)
+    local err = errors.validation(field, reason)
+    local key = ep.key and biz_data[ep.key]
+    if type(key) == "string" then err[ep.key] = key end
+    return nil, err
   end
   return clean
 end
 
--- Why the caller of an apply whose outcome is unknown may safely act on it.
-local SAME_ORDER_NO = "; applying again with it cannot issue a second card"
-
 -- The write may or may not have happened: say so, and what to do. `err` is the error of the
 -- first attempt that may have reached the platform; `why` what came after.
-local function unknown_outcome(err, why)
+local function unknown_outcome(ep, err, why)
   err.outcome, err.sent, err.retryable = "unknown", true, false
-  err.message = err.message .. "; the outcome of the apply is unknown (" .. why .. "): query "
-    .. "order_no " .. tostring(err.order_no) .. " later" .. SAME_ORDER_NO
+  err.message = err.message .. "; the outcome of the " .. ep.noun .. " is unknown (" .. why
+    .. "): " .. ep.advice(ep.key and err[ep.key])
   return err
 end
 
@@ -280,12 +325,13 @@ local SAME_FAILURE = {
 }
 
 -- unknown_outcome, when the answers failed the same way twice in a row: stopped
--- early (issue 10 item 6), and the apply may still have been processed (issue 9).
-local function misconfigured(err, setting)
+-- early (issue 10 item 6), and the write may still have been processed (issue 9).
+local function misconfigured(ep, err, setting)
   err.outcome, err.sent, err.retryable, err.setting = "unknown", true, false, setting
   err.message = setting .. ": " .. (SAME_FAILURE[setting] or "the answers fail the same way")
-    .. "; the outcome of the apply is unknown (it may have been processed): fix " .. setting
-    .. ", then query order_no " .. tostring(err.order_no) .. SAME_ORDER_NO .. " (the apply got: " .. err.message .. ")"
+    .. "; the outcome of the " .. ep.noun .. " is unknown (it may have been processed): fix "
+    .. setting .. ", then " .. ep.advice(ep.key and err[ep.key]) .. " (the " .. ep.noun
+    .. " got: " .. err.message .. ")"
   return err
 end
 
@@ -314,7 +360,12 @@ end
 function Client:_one_call(ep, biz_data)
   local clean, verr = validate(ep, biz_data, 4)
   if not clean then return nil, verr end
-  local call = self:_begin(ep, clean[ep.key])
+  if ep.transform then
+    local wire, field, reason = ep.transform(clean, self.o)
+    if not wire then return nil, errors.validation(field, reason) end
+    clean = wire
+  end
+  local call = self:_begin(ep, ep.key and api.key_text(clean[ep.key]))
   return self:_call(call, ep.kind == "write" and self._write or self._read_call, clean,
     call.rt.now() + self.o.timeout)
 end
@@ -328,7 +379,8 @@ end
 function Client:_write(call, clean, deadline)
   local ep, rt = call.ep, call.rt
   local now = rt.now
-  local settle_with = { [ep.settle.key] = call.key }
+  local settle_with = ep.settle_biz(clean)
+  if ep.settle.transform then settle_with = ep.settle.transform(settle_with, self.o) end
   local attempt, ambiguous = 0, nil
   while true do
     local attempt_deadline = now() + (deadline - now()) * APPLY_SHARE
@@ -339,10 +391,7 @@ function Client:_write(call, clean, deadline)
     if not ambiguous then
       if err.kind == "config" or err.kind == "validation" then return nil, err end
       if definite_refusal then
-        if api.ORDER_DUPLICATE[err.sub_code] then
-          err.message = err.message .. " (order_no is taken: query_apply_result(order_no) "
-            .. "returns the card it issued)"
-        end
+        if ep.duplicate[err.sub_code] and ep.taken then err.message = err.message .. ep.taken end
         return nil, err
       end
     end
@@ -353,12 +402,12 @@ function Client:_write(call, clean, deadline)
       if not err.retryable or attempt > self.o.max_retries or now() + pause >= deadline then
         if not ambiguous then return nil, err end
         self:_log(call, ep, "unknown", attempt, { error = err.kind })
-        return nil, unknown_outcome(ambiguous, "applying again failed before it was sent: "
-          .. err.message)
+        return nil, unknown_outcome(ep, ambiguous, (ep.again or "sending it again")
+          .. " failed before it was sent: " .. err.message)
       end
       self:_log(call, ep, "retry", attempt, { pause = pause, error = err.kind })
       rt.sleep(pause)
-    elseif definite_refusal and not api.ORDER_DUPLICATE[err.sub_code] then
+    elseif definite_refusal and not ep.duplicate[err.sub_code] then
       -- A re-apply refused for its own reasons (a rate limit, a hold...): the first attempt
       -- may still have made the card. Only the order's own state can say.
       settle = true
@@ -370,39 +419,57 @@ function Client:_write(call, clean, deadline)
     if settle then
       self:_log(call, ep, "resolve", attempt, { error = err.kind })
       local settling = { last = err }
-      local card, qerr = self:_read(call, ep.settle, settle_with, deadline, true, settling)
-      if card then
-        self:_log(call, ep, "resolved", attempt, { status = card.status })
-        return card
+      local found, qerr = self:_read(call, ep.settle, settle_with, deadline, true, settling)
+      if found and ep.settled then found = ep.settled(found, clean) end
+      if found then
+        self:_log(call, ep, "resolved", attempt, { status = found.status })
+        return found
       end
       if settling.repeated then
         self:_log(call, ep, "unknown", attempt, { error = qerr.kind })
-        return nil, misconfigured(ambiguous or err, qerr.setting)
+        return nil, misconfigured(ep, ambiguous or err, qerr.setting)
       end
-      if not (qerr.kind == "api" and api.ORDER_NOT_FOUND[qerr.sub_code]) then
+      if qerr and not (qerr.kind == "api" and ep.settle.not_found[qerr.sub_code]) then
         self:_log(call, ep, "unknown", attempt, { error = qerr.kind })
-        return nil, unknown_outcome(ambiguous, "Query Apply Result failed too: " .. qerr.message)
+        return nil, unknown_outcome(ep, ambiguous, (ep.settle.label or ep.settle.name)
+          .. " failed too: " .. qerr.message)
       end
       -- Not found *yet*: the attempt may still be on its way to the platform, so this proves
       -- nothing for good. Applying again is safe (a late original would be refused as a
       -- duplicate, and that refusal is settled by a query), and settles it, unless the last
       -- re-apply was itself refused: then the platform will not take it, and we cannot know.
+      -- Money is never sent again (ep.resend): a late original might move it twice.
       self:_log(call, ep, "not_found", attempt, {})
+      local yet = "the platform did not know " .. (ep.key == "order_no" and "the order" or "it")
+        .. " yet"
+      if not ep.resend then
+        return nil, unknown_outcome(ep, ambiguous, yet)
+      end
       if err ~= ambiguous and definite_refusal then
-        return nil, unknown_outcome(ambiguous, "applying again was refused (code "
-          .. tostring(err.code) .. ", sub_code " .. tostring(err.sub_code) .. ") and the "
-          .. "platform did not know the order yet")
+        return nil, unknown_outcome(ep, ambiguous, (ep.again or "sending it again")
+          .. " was refused (code " .. tostring(err.code) .. ", sub_code "
+          .. tostring(err.sub_code) .. ") and " .. yet)
       end
       if attempt > self.o.max_retries or now() >= deadline then
-        return nil, unknown_outcome(ambiguous, "the platform did not know the order yet")
+        return nil, unknown_outcome(ep, ambiguous, yet)
       end
     end
   end
 end
 
--- A read call: one endpoint, retried up to max_retries (Client:_read).
+-- A read call: one endpoint, retried up to max_retries (Client:_read). A "repeat" write is
+-- retried the same way; once an attempt may have been processed, its failure says the
+-- outcome is unknown, and that the same call is safe to make again.
 function Client:_read_call(call, biz, deadline)
-  return self:_read(call, call.ep, biz, deadline)
+  local ep = call.ep
+  if ep.kind ~= "repeat" then return self:_read(call, ep, biz, deadline) end
+  local sent = {}
+  local result, err = self:_read(call, ep, biz, deadline, false, nil, sent)
+  if result or not sent.ambiguous then return result, err end
+  err.outcome, err.sent, err.retryable = "unknown", true, true
+  err.message = err.message .. "; the outcome of the " .. ep.noun .. " is unknown: making the "
+    .. "same call again is safe (it has the same effect)"
+  return nil, err
 end
 
 --- Query Apply Result: the card of an existing order, retried up to `max_retries` on
@@ -430,6 +497,194 @@ function Client:call(endpoint, biz_data)
   if not ep then error('pagsmile.issuing: no endpoint "' .. tostring(endpoint) .. '"', 2) end
   local result, err = self:_one_call(ep, biz_data)
   return result, err
+end
+
+-- The calls around the apply (issue 13): each one endpoint of the table, through
+-- _one_call (validation before anything is sent, the deadline, retries, settling). `wrap`
+-- makes the biz_data of a method that takes one value (a card_token); a table is taken as
+-- the biz_data itself.
+local function define(name, wrap)
+  local ep = assert(endpoints[name], name)
+  Client[name] = function(self, arg)
+    check_open(self, name)
+    if wrap and type(arg) ~= "table" then arg = wrap(arg) end
+    local result, err = self:_one_call(ep, arg)
+    return result, err
+  end
+end
+
+local function by_card_token(card_token) return { card_token = card_token } end
+
+--- Create Cardholder (SPEC.md §9). No idempotency key exists: after an answer that may have
+-- been lost, the client asks Query Cardholder by (id_no, id_type) before anything is sent
+-- again, as apply_card does with its order_no.
+-- @function Client:create_holder
+-- @tparam holder_data holder the cardholder, validated before anything is sent
+-- @treturn[1] holder the new cardholder (`holder_id`, `audit_status`, `audit`, `approved`)
+-- @return[2] nil
+-- @treturn[2] error `err.outcome == "unknown"`: query_holder{id_no, id_type} tells
+define("create_holder")
+
+--- Query Cardholder by `holder_id`, or by `id_no` and `id_type` together.
+-- @function Client:query_holder
+-- @tparam table query `{holder_id = ...}` or `{id_no = ..., id_type = ...}`
+-- @treturn[1] holder
+-- @return[2] nil
+-- @treturn[2] error `sub_code == "holder-not-found"` when there is none
+define("query_holder")
+
+--- Update Cardholder: a full replace of the record (every field of create_holder, and
+-- holder_id). Repeating it has the same effect, so it is retried like a read.
+-- @function Client:update_holder
+-- @tparam holder_data holder the cardholder with its `holder_id`
+-- @treturn[1] holder
+-- @return[2] nil
+-- @treturn[2] error
+define("update_holder")
+
+--- Upload Supporting Documents: the library reads `file_path` (or takes the bytes in
+-- `file_content`), checks the 2 MiB limit and the extension of `file_name`, and
+-- Base64-encodes the bytes itself. An ID document and a proof of address are both required
+-- for the review (api `FILE_TYPE`: 1 and 2, the project's reading).
+-- @function Client:upload_holder_document
+-- @tparam document doc `holder_id`, `file_type`, `file_name`, `file_content` or `file_path`, `file_desc`
+-- @treturn[1] done `ok = true`, `id` (the document id, when the platform gives one)
+-- @return[2] nil
+-- @treturn[2] error
+define("upload_holder_document")
+
+--- Query Card Information: the card's details. The full PAN, CVV, ACS password and PIN (when
+-- the platform sends them) are kept out of the table: `card_pan` is masked there, and
+-- `info:reveal()` returns them. `tostring(info)` never shows them.
+-- @function Client:query_card_info
+-- @tparam string card_token
+-- @treturn[1] card_details
+-- @return[2] nil
+-- @treturn[2] error
+define("query_card_info", by_card_token)
+
+--- Query Card Balance: one account per currency.
+-- @function Client:query_card_balance
+-- @tparam string card_token
+-- @treturn[1] balances `accounts` (list), `by_currency` (code → account), `total`
+-- @return[2] nil
+-- @treturn[2] error
+define("query_card_balance", by_card_token)
+
+--- Query Remaining Card Limit.
+-- @function Client:query_remaining_limit
+-- @tparam table query `card_token`, optional `stat_date` (`"yyyy-MM-dd"`)
+-- @treturn[1] table the answer's fields; `total_remaining_limit` also from the old name
+-- `total_remaining_amount`
+-- @return[2] nil
+-- @treturn[2] error
+define("query_remaining_limit")
+
+--- Query Card Limit: the limit set of a card (its `limit_id` is what update_card_limit needs).
+-- @function Client:query_card_limit
+-- @tparam table query `{card_token = ...}` or `{limit_id = ...}`
+-- @treturn[1] table `limit_id`, `card_token`, `daily_transactions`, `single_amount`,
+-- `daily_amount`, `monthly_amount`, `total_amount`, `create_time`
+-- @return[2] nil
+-- @treturn[2] error
+define("query_card_limit")
+
+--- Update Card Limit: absolute values, so a repetition has the same effect (retried like a
+-- read).
+-- @function Client:update_card_limit
+-- @tparam table limit `limit_id`, `card_token`, `daily_transactions`, `single_amount`,
+-- `daily_amount`, `monthly_amount`, optional `total_amount`
+-- @treturn[1] done `ok = true`, `card_token`, `limit_id`
+-- @return[2] nil
+-- @treturn[2] error
+define("update_card_limit")
+
+--- Revoke a card, for good: the platform moves its balance back to the partner account. A
+-- repetition after a lost answer that the platform refuses as "card revoked" counts as done.
+-- @function Client:revoke_card
+-- @tparam string card_token
+-- @treturn[1] done `ok = true`, `card_token`
+-- @return[2] nil
+-- @treturn[2] error
+define("revoke_card", by_card_token)
+
+--- Create Webhook URL for one notification type. An answer that may have been lost is
+-- settled through query_webhooks (the URL registered for that type) before it is sent again.
+-- @function Client:create_webhook
+-- @tparam table webhook `webhook_type`, `webhook_url`, optional `webhook_desc`
+-- @treturn[1] table `webhook_id`
+-- @return[2] nil
+-- @treturn[2] error
+define("create_webhook")
+
+--- Query Webhook URL: the registered webhooks, optionally of one `webhook_type` or
+-- `webhook_id`. The owner (`sub_partner_id`, or `partner_id` when there is none) comes from
+-- the settings.
+-- @function Client:query_webhooks
+-- @tparam[opt] table filter `webhook_type`, `webhook_id`
+-- @treturn[1] table `webhooks` (list of `webhook_id`, `webhook_type`, `webhook_url`,
+-- `webhook_desc`, `create_time`), `total`
+-- @return[2] nil
+-- @treturn[2] error
+define("query_webhooks", function() return {} end)
+
+--- Top up a card from the partner account, keyed by `order_no`. An answer that may have been
+-- lost is settled through the transaction detail by order_no; a top-up whose outcome stays
+-- unknown is never sent again automatically (moving money twice is worse than not knowing).
+-- @function Client:recharge
+-- @tparam table topup `pay_account_num`, `card_token`, `order_no`, `amount`, `currency`,
+-- optional `reference`
+-- @treturn[1] transaction `transaction_id`, `order_no`
+-- @return[2] nil
+-- @treturn[2] error `err.outcome == "unknown"` with `err.order_no`: check it with
+-- query_transaction before sending anything again
+define("recharge")
+
+--- Card Balance Return: from the card back to the partner account, keyed by `order_no`;
+-- settled and never re-sent as @{Client:recharge} is.
+-- @function Client:recharge_return
+-- @tparam table refund `payee_account_num`, `card_token`, `order_no`, `amount`, `currency`,
+-- optional `reference`
+-- @treturn[1] transaction `transaction_id`, `order_no`
+-- @return[2] nil
+-- @treturn[2] error as for @{Client:recharge}
+define("recharge_return")
+
+--- Query Transaction Detail: by `transaction_id`, or by `order_no` (with
+-- `transaction_type`, as the newest page asks).
+-- @function Client:query_transaction
+-- @tparam table query `{transaction_id = ...}` or `{order_no = ..., transaction_type = ...}`
+-- @treturn[1] transaction
+-- @return[2] nil
+-- @treturn[2] error `sub_code == "transaction-not-found"` when there is none
+define("query_transaction")
+
+local CARD_TRANSACTIONS = { schema = schema.card_transactions, key = "card_token" }
+
+--- Every transaction of a query, as an iterator: the range (any length) is cut into windows
+-- of 31 days and each is read 30 entries a page, each page one call (its own `timeout` and
+-- retries). `for tx, err in client:card_transactions{...} do if not tx then ... end end`:
+-- an invalid query or a failed page comes once as `false, err`, and ends the walk.
+-- @tparam table query `start_date`, `end_date` (`"yyyy-MM-dd"`), optional `card_token`,
+-- `order_no`, `transaction_status`, `transaction_type`, `currency`
+-- @treturn function the iterator
+function Client:card_transactions(query)
+  check_open(self, "card_transactions")
+  local clean, err = validate(CARD_TRANSACTIONS, query, 3)
+  if not clean then
+    local given = err
+    return function()
+      local e = given
+      given = nil
+      if e then return false, e end
+    end
+  end
+  local page_ep = endpoints.query_card_transactions
+  return pager.walk(function(biz) return self:_one_call(page_ep, biz) end, clean,
+    "transactions", api.MAX_PAGE_SIZE, api.MAX_RANGE_DAYS, function(message, request_id)
+      return errors.new("protocol", message, { request_id = request_id, sent = true,
+        retryable = false })
+    end)
 end
 
 --- Apply For a Card for many orders at once: `concurrency` orders in flight, each run as
@@ -638,15 +893,18 @@ function Client:parse_notification(raw_body)
   end
   local biz, env, sealed = envelope.notification(self.o.merchant_key, self.o.partner_id, raw_body)
   if not biz then return nil, env end
-  local note = api.card(biz, env.request_id)
+  -- By notify_type (api.NOTIFICATIONS): an apply-card result is a card table (as is a body
+  -- without notify_type, as before); the others are their fields as sent.
+  local kind = api.NOTIFICATIONS[env.notify_type == nil and 1 or env.notify_type]
+  local note = (not kind or kind.event == "apply_card") and api.card(biz, env.request_id)
+    or results.object(biz, env.request_id)
+  note.event = kind and kind.event or "other"
   note.notify_type = env.notify_type
   note.sealed = sealed       -- how it travelled; not who sent it
   note.confirmed = false
   return note
 end
 
--- The fields of a notification that are compared with the platform's card.
-local CLAIMS = { "order_no", "order_status", "card_token", "card_pan", "card_id", "holder_id" }
 
 --- parse_notification, then the platform's own word on that order (Query Apply Result): the
 -- card to act on, with `confirmed = true`, notify_type, and `mismatch`, the sorted names of
@@ -669,31 +927,40 @@ function Client:confirm_notification(raw_body)
     err.retryable = false
     return nil, err
   end
-  local card, qerr = self:query_apply_result(note.order_no)
+  local kind = api.NOTIFICATIONS[note.notify_type == nil and 1 or note.notify_type]
+  if not kind then
+    return nil, errors.new("protocol", "notify_type " .. errors.printable(note.notify_type, 16)
+      .. " has no read to confirm it with (parse_notification reads it)",
+      { request_id = note.request_id, retryable = false })
+  end
+  local ep = endpoints[kind.confirm]
+  local by = kind.by
+  local card, qerr = self:_one_call(ep, { [by] = note[by] })
   if not card then
     local ctx = { request_id = qerr.request_id, retryable = false }
     if qerr.kind == "validation" then
       -- Checked before anything is sent; the value itself is not echoed.
-      return nil, errors.new("protocol", "the notification's order_no " .. qerr.reason, ctx)
+      return nil, errors.new("protocol", "the notification's " .. by .. " " .. qerr.reason, ctx)
     end
-    if qerr.kind == "api" and api.ORDER_NOT_FOUND[qerr.sub_code] then
-      ctx.order_no, ctx.unknown_order = note.order_no, true
-      return nil, errors.new("protocol", "the platform does not know this order: the "
-        .. "notification is not to be acted on", ctx)
+    if qerr.kind == "api" and ep.not_found[qerr.sub_code] then
+      ctx[ep.key], ctx.unknown_order = note[by], true
+      return nil, errors.new("protocol", "the platform does not know this "
+        .. (by == "order_no" and "order" or by) .. ": the notification is not to be acted on", ctx)
     end
     qerr.retryable = true
     return nil, qerr
   end
   local mismatch = {}
-  for _, k in ipairs(CLAIMS) do
-    -- tostring: long ids may be numbers on one side and decimal strings on the other
-    if note[k] ~= nil and tostring(note[k]) ~= tostring(card[k]) then
+  for k, truth in pairs(kind.claims) do
+    -- key_text: long ids may be numbers on one side and decimal strings on the other
+    if note[k] ~= nil and api.key_text(note[k]) ~= api.key_text(card[truth]) then
       mismatch[#mismatch + 1] = k
     end
   end
   table.sort(mismatch)
   card.mismatch = mismatch[1] and mismatch or nil
   card.notify_type = note.notify_type
+  card.event = note.event
   card.confirmed = true
   return card
 end

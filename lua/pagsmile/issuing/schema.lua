@@ -9,10 +9,11 @@
 --
 -- Reasons state the rule and never echo the offending value: it may be personal data.
 local core = require "pagsmile.issuing.core"
+local api = require "pagsmile.issuing.api"
 
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
-local byte, find, sub, gsub, gmatch, match = string.byte, string.find, string.sub, string.gsub,
-  string.gmatch, string.match
+local byte, find, sub, gsub, gmatch, match, format = string.byte, string.find, string.sub,
+  string.gsub, string.gmatch, string.match, string.format
 local floor, min = math.floor, math.min
 local math_type = math.type -- nil on 5.1 and LuaJIT
 local sort, concat = table.sort, table.concat
@@ -42,10 +43,15 @@ local EMAIL = {
 -- The schemas ------------------------------------------------------------------------------
 --
 -- Field keys: name; type (string, integer, boolean, long, amount, date, country, enum,
--- const, object); required; for strings min/max in characters (UTF-8 code points) and an
--- optional shape {pattern, reason} (length_reason overrides the length text); for integers
--- min; for enum values; for const value (and default, filled in when absent); for objects
--- fields and exactly_one_of. validate fills in the rest at load (see compile below).
+-- const, token, bytes, object); required; for strings min/max in characters (UTF-8 code
+-- points) and an optional shape {pattern or test, reason} (length_reason overrides the
+-- length text); for integers min, max and digits (a string of digits is taken too: the
+-- docs' examples send some integers so); for tokens max (a string, or an integral number
+-- sent as its digits: the docs' examples send card_token both ways); for bytes max in bytes
+-- (any bytes: a file's content); for enum values; for const value (and default, filled in
+-- when absent); requires (a field given only with another); for objects fields,
+-- exactly_one_of (alternatives: a field, or a list of fields given together) and date_range
+-- {from, to, max_days}. validate fills in the rest at load (see compile below).
 
 local address = {
   { name = "line", type = "string", required = true, min = 12, max = 128 },
@@ -111,6 +117,208 @@ schema.query_apply_result = {
   },
 }
 
+-- The endpoints around the apply (issue 13; SPEC.md §9-§13) ------------------------------
+--
+-- A field table belongs to one schema (compile writes its path into it): a list used at two
+-- places is copied.
+local function copy(list)
+  local out = {}
+  for i, f in ipairs(list) do
+    local c = {}
+    for k, v in pairs(f) do c[k] = v end
+    if f.fields then c.fields = copy(f.fields) end
+    out[i] = c
+  end
+  return out
+end
+
+local function with(first, list)
+  local out = copy(first)
+  for _, f in ipairs(copy(list)) do out[#out + 1] = f end
+  return out
+end
+
+local ORDER_NO_FIELD = { name = "order_no", type = "string", required = true, min = 1, max = 32,
+  shape = ORDER_NO, length_reason = ORDER_NO.reason }
+local function card_token(max, required)
+  return { name = "card_token", type = "token", required = required, max = max }
+end
+local CURRENCY = { pattern = "^%u%u%u$", reason = "must be an ISO 4217 code (three upper-case letters)" }
+local WEBHOOK_URL = { pattern = "^[Hh][Tt][Tt][Pp][Ss]?://[^%s/]+", reason = "must be an http(s) URL" }
+-- Document file names (SPEC.md §10): the current page's formats; api.lua has the list.
+local FILE_NAME = { test = api.document_extension_ok,
+  reason = "must end in ." .. table.concat(api.DOCUMENT_EXTENSIONS, ", .") }
+
+--- POST /issuing/holder/create (SPEC.md §9): the holder of §5, at the top level.
+schema.create_holder = { name = "create_holder", fields = copy(holder) }
+
+--- POST /issuing/holder/update: a full replace (every create field again), by holder_id.
+schema.update_holder = {
+  name = "update_holder",
+  fields = with({ { name = "holder_id", type = "long", required = true } }, holder),
+}
+
+--- POST /issuing/holder/query: holder_id, or the pair (id_no, id_type).
+schema.query_holder = {
+  name = "query_holder",
+  fields = {
+    { name = "holder_id", type = "long" },
+    { name = "id_no", type = "string", min = 6, max = 20 },
+    { name = "id_type", type = "integer" },
+  },
+  exactly_one_of = { "holder_id", { "id_no", "id_type" } },
+}
+
+local document = {
+  { name = "holder_id", type = "long", required = true },
+  { name = "file_type", type = "integer", required = true, min = 1 },
+  { name = "file_name", type = "string", required = true, min = 5, max = 80, shape = FILE_NAME },
+}
+
+--- POST /issuing/holder/upload-document, as the caller gives it: the file's bytes
+-- (file_content) or its path (file_path); the client reads, checks and Base64-encodes it.
+schema.upload_holder_document = {
+  name = "upload_holder_document",
+  fields = with(document, {
+    { name = "file_content", type = "bytes", max = api.DOCUMENT_MAX_BYTES },
+    { name = "file_path", type = "string", min = 1, max = 4096 },
+    { name = "file_desc", type = "string", max = 128 },
+  }),
+  exactly_one_of = { "file_content", "file_path" },
+}
+
+--- The same endpoint as it travels (the emulator checks this): file_content in Base64.
+schema.upload_holder_document_wire = {
+  name = "upload_holder_document",
+  fields = with(document, {
+    { name = "file_content", type = "string", required = true, min = 4,
+      max = math.ceil(api.DOCUMENT_MAX_BYTES / 3) * 4,
+      shape = { pattern = "^[A-Za-z0-9+/]+=?=?$", reason = "must be Base64" } },
+    { name = "file_desc", type = "string", max = 128 },
+  }),
+}
+
+--- POST /issuing/card/query-card-info, query-card-balance, revoke: the card alone.
+schema.query_card_info = { name = "query_card_info", fields = { card_token(48, true) } }
+schema.query_card_balance = { name = "query_card_balance", fields = { card_token(48, true) } }
+schema.revoke_card = { name = "revoke_card", fields = { card_token(48, true) } }
+
+--- POST /issuing/card/query-remaining-limit.
+schema.query_remaining_limit = {
+  name = "query_remaining_limit",
+  fields = { card_token(48, true), { name = "stat_date", type = "date" } },
+}
+
+--- POST /issuing/card/query-limit: limit_id or card_token.
+schema.query_card_limit = {
+  name = "query_card_limit",
+  fields = { { name = "limit_id", type = "long" }, card_token(48) },
+  exactly_one_of = { "limit_id", "card_token" },
+}
+
+--- POST /issuing/card/update-limit. The docs' example sends daily_transactions as a string.
+schema.update_card_limit = {
+  name = "update_card_limit",
+  fields = with({
+    { name = "limit_id", type = "long", required = true },
+    card_token(48, true),
+    { name = "daily_transactions", type = "integer", required = true, min = 0, digits = true },
+  }, { card_limit[2], card_limit[3], card_limit[4], card_limit[5] }),
+}
+
+--- POST /issuing/webhook/create.
+schema.create_webhook = {
+  name = "create_webhook",
+  fields = {
+    { name = "webhook_type", type = "integer", required = true, min = 1 },
+    { name = "webhook_url", type = "string", required = true, max = 128, shape = WEBHOOK_URL },
+    { name = "webhook_desc", type = "string", max = 128 },
+  },
+}
+
+local webhook_filters = {
+  { name = "webhook_id", type = "long" },
+  { name = "webhook_type", type = "integer", min = 1 },
+}
+
+--- POST /issuing/webhook/query-webhook-list, as the caller gives it (filters only: the
+-- client names the owner from its settings).
+schema.query_webhooks = { name = "query_webhooks", fields = copy(webhook_filters) }
+
+--- The same as it travels: the owner as sub_partner_id (or partner_id, as one copy of the
+-- page says; the emulator takes either).
+schema.query_webhooks_wire = {
+  name = "query_webhooks",
+  fields = with({
+    { name = "sub_partner_id", type = "string", min = 1, max = 64 },
+    { name = "partner_id", type = "string", min = 1, max = 64 },
+  }, webhook_filters),
+  exactly_one_of = { "sub_partner_id", "partner_id" },
+}
+
+local function money(account)
+  return {
+    name = account,
+    fields = {
+      { name = account .. "_num", type = "string", required = true, min = 1, max = 48 },
+      card_token(48, true), -- string(20) on these pages, 48 on the others: one rule (DESIGN.md)
+      ORDER_NO_FIELD,
+      { name = "amount", type = "amount", required = true },
+      { name = "currency", type = "string", required = true, shape = CURRENCY, max = 3 },
+      { name = "reference", type = "string", max = 128 },
+    },
+  }
+end
+
+--- POST /issuing/card/recharge (a top-up) and /issuing/card/recharge-return.
+schema.recharge = money("pay_account")
+schema.recharge.name = "recharge"
+schema.recharge_return = money("payee_account")
+schema.recharge_return.name = "recharge_return"
+
+--- POST /issuing/card/query-card-transaction-detail: transaction_id, or order_no (with
+-- transaction_type, as the newest page asks; alone, as the older ones allow).
+schema.query_transaction = {
+  name = "query_transaction",
+  fields = {
+    { name = "transaction_id", type = "string", min = 1, max = 64 },
+    copy({ ORDER_NO_FIELD })[1],
+    { name = "transaction_type", type = "integer", min = 1, requires = "order_no" },
+  },
+  exactly_one_of = { "transaction_id", "order_no" },
+}
+schema.query_transaction.fields[2].required = nil
+
+local transaction_filters = {
+  card_token(48),
+  { name = "order_no", type = "string", min = 1, max = 32, shape = ORDER_NO,
+    length_reason = ORDER_NO.reason },
+  { name = "transaction_status", type = "integer" },
+  { name = "transaction_type", type = "integer" },
+  { name = "currency", type = "string", shape = CURRENCY, max = 3 },
+  { name = "start_date", type = "date", required = true },
+  { name = "end_date", type = "date", required = true },
+}
+
+--- POST /issuing/card/query-card-transactions: one page of at most 30, dates at most
+-- api.MAX_RANGE_DAYS apart.
+schema.query_card_transactions = {
+  name = "query_card_transactions",
+  fields = with(transaction_filters, {
+    { name = "page_num", type = "integer", min = 1 },
+    { name = "page_size", type = "integer", min = 1, max = api.MAX_PAGE_SIZE },
+  }),
+  date_range = { "start_date", "end_date", max_days = api.MAX_RANGE_DAYS },
+}
+
+--- client:card_transactions: the same filters, any range (the iterator splits it) and no
+-- page fields (the iterator walks them).
+schema.card_transactions = {
+  name = "card_transactions",
+  fields = copy(transaction_filters),
+  date_range = { "start_date", "end_date" },
+}
+
 -- Reasons ----------------------------------------------------------------------------------
 
 local REQUIRED = "is required"
@@ -127,6 +335,8 @@ local NOT_AMOUNT = 'must be a decimal amount like "100.00"'
 local AMOUNT_NOT_STRING = "must be a string (decimal amount)"
 local NOT_DATE = "must be a real date in yyyy-MM-dd form"
 local NOT_COUNTRY = "must be an ISO 3166-1 alpha-2 code (two upper-case letters)"
+local NOT_TOKEN = "must be a string (or an integer)"
+local NOT_BYTES = "must be a string of bytes"
 
 -- ISO 3166-1 alpha-2: the 249 assigned codes.
 local COUNTRIES = {}
@@ -218,18 +428,43 @@ end
 
 local check = {}
 
+local function shape_ok(shape, v)
+  if shape.test then return shape.test(v) end
+  return find(v, shape.pattern) ~= nil
+end
+
 function check.string(f, v, len)
   if not len then return false, NOT_STRING, "type" end
   if (f.min and len < f.min) or (f.max and len > f.max) then
     return false, f.length_reason, "length"
   end
-  if f.shape and not find(v, f.shape.pattern) then return false, f.shape.reason, "format" end
+  if f.shape and not shape_ok(f.shape, v) then return false, f.shape.reason, "format" end
   return true, v
 end
 
 function check.integer(f, v)
+  if f.digits and type(v) == "string" and find(v, "^%d+$") and #v <= 15 then v = tonumber(v) end
   if not is_integral(v) then return false, NOT_INTEGER, "type" end
-  if f.min and v < f.min then return false, f.min_reason, "range" end
+  if (f.min and v < f.min) or (f.max and v > f.max) then return false, f.min_reason, "range" end
+  return true, v
+end
+
+-- A string as it is, or an integral number as its decimal digits (what the table says is
+-- sent: a string).
+function check.token(f, v, len)
+  if not len then
+    if not is_integral(v) or v < 0 then return false, NOT_TOKEN, "type" end
+    v = format("%d", v)
+    len = #v
+  end
+  if len < 1 or (f.max and len > f.max) then return false, f.length_reason, "length" end
+  return true, v
+end
+
+-- Any bytes (a file), counted in bytes.
+function check.bytes(f, v)
+  if type(v) ~= "string" then return false, NOT_BYTES, "type" end
+  if #v == 0 or (f.max and #v > f.max) then return false, f.length_reason, "length" end
   return true, v
 end
 
@@ -390,7 +625,7 @@ local function validate_field(f, v, all)
     return true, clean
   end
   local len
-  if type(v) == "string" then
+  if type(v) == "string" and f.type ~= "bytes" then
     local why
     len, why = text_length(v)
     if not len then return false, f.path, why, "text" end
@@ -444,24 +679,69 @@ function validate_object(obj, input, all)
       end
     end
   end
-  local pair = obj.exactly_one_of
-  if pair then
-    -- Given or not as the caller wrote it: a field that failed its own check was given.
-    local has_a, has_b = not absent(input[pair[1]]), not absent(input[pair[2]])
-    local path, reason
-    if has_a and has_b then
-      path, reason = obj.one_of_paths[1], obj.one_of_both
-    elseif not has_a and not has_b then
-      path, reason = obj.one_of_paths[2], obj.one_of_neither
-    end
+  for _, rule in ipairs(obj.cross) do
+    local path, reason, name = rule(obj, input, clean)
     if path then
-      if not all then return nil, path, reason, "exactly_one_of" end
-      add(all, path, reason, "exactly_one_of")
+      if not all then return nil, path, reason, name end
+      add(all, path, reason, name)
       failed = true
     end
   end
   if failed then return nil end
   return clean
+end
+
+-- Cross-field rules: rule(obj, input, clean) -> path, reason, rule name | nil. Given or not
+-- as the caller wrote it: a field that failed its own check was given.
+
+-- exactly_one_of: one alternative (a field, or fields that go together), complete.
+local function one_of(obj, input)
+  local alts = obj.one_of
+  local given = {}
+  for i, alt in ipairs(alts) do
+    for _, name in ipairs(alt) do
+      if not absent(input[name]) then given[i] = true end
+    end
+  end
+  if given[1] and given[2] then return obj.one_of_paths[1], obj.one_of_both, "exactly_one_of" end
+  if not given[1] and not given[2] then
+    return obj.one_of_paths[2], obj.one_of_neither, "exactly_one_of"
+  end
+  local alt = alts[given[1] and 1 or 2]
+  for _, name in ipairs(alt) do
+    if absent(input[name]) then
+      return obj.prefix == "" and name or obj.prefix .. "." .. name, alt.reason, "required"
+    end
+  end
+end
+
+-- requires: a field given only together with another.
+local function requires(obj, input)
+  for _, f in ipairs(obj.fields) do
+    if f.requires and not absent(input[f.name]) and absent(input[f.requires]) then
+      return f.path, f.requires_reason, "requires"
+    end
+  end
+end
+
+--- The day number of a valid yyyy-MM-dd date (days since 1970-01-01, proleptic Gregorian).
+function schema.day_number(s)
+  local y, m, d = digits_at(s, 1, 4), digits_at(s, 6, 2), digits_at(s, 9, 2)
+  if m <= 2 then y = y - 1 end
+  local era = floor(y / 400)
+  local yoe = y - era * 400
+  local doy = floor((153 * (m + (m > 2 and -3 or 9)) + 2) / 5) + d - 1
+  return era * 146097 + yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy - 719468
+end
+
+-- date_range: `to` not before `from`, and at most max_days days counted inclusively.
+local function date_range(obj, _, clean)
+  local r = obj.date_range
+  local from, to = clean[r[1]], clean[r[2]]
+  if not from or not to then return nil end
+  local days = schema.day_number(to) - schema.day_number(from) + 1
+  if days < 1 then return obj.range_path, obj.range_before, "range" end
+  if r.max_days and days > r.max_days then return obj.range_path, obj.range_long, "range" end
 end
 
 --- Checks biz_data against an endpoint's schema table.
@@ -511,8 +791,12 @@ local function compile(obj, prefix, label)
     f.path = prefix == "" and f.name or prefix .. "." .. f.name
     if f.type == "string" and (f.min or f.max) and not f.length_reason then
       f.length_reason = length_reason(f)
+    elseif f.type == "integer" and f.max then
+      f.min_reason = "must be from " .. (f.min or "any") .. " to " .. f.max
     elseif f.type == "integer" and f.min then
       f.min_reason = f.min == 1 and "must be a positive integer" or "must be at least " .. f.min
+    elseif (f.type == "token" or f.type == "bytes") and f.max then
+      f.length_reason = "must be 1 to " .. f.max .. (f.type == "bytes" and " bytes" or " characters")
     elseif f.type == "enum" then
       f.allowed = {}
       for _, v in ipairs(f.values) do f.allowed[v] = true end
@@ -523,13 +807,36 @@ local function compile(obj, prefix, label)
       compile(f, f.path, f.path)
     end
   end
+  local function at(name) return prefix == "" and name or prefix .. "." .. name end
+  obj.cross = {}
   local pair = obj.exactly_one_of
   if pair then
-    local a, b = pair[1], pair[2]
-    local function at(name) return prefix == "" and name or prefix .. "." .. name end
-    obj.one_of_paths = { at(a), at(b) }
-    obj.one_of_both = "give exactly one of " .. a .. " and " .. b .. ", not both"
-    obj.one_of_neither = "is required when " .. a .. " is not given"
+    local alts, labels = {}, {}
+    for i, alt in ipairs(pair) do
+      alts[i] = type(alt) == "table" and alt or { alt }
+      labels[i] = #alts[i] == 1 and alts[i][1] or "(" .. concat(alts[i], ", ") .. ")"
+      alts[i].reason = "is required with " .. alts[i][1]
+    end
+    obj.one_of = alts
+    obj.one_of_paths = { at(alts[1][1]), at(alts[2][1]) }
+    obj.one_of_both = "give exactly one of " .. labels[1] .. " and " .. labels[2] .. ", not both"
+    obj.one_of_neither = "is required when " .. labels[1] .. " is not given"
+    obj.cross[#obj.cross + 1] = one_of
+  end
+  for _, f in ipairs(obj.fields) do
+    if f.requires then
+      f.requires_reason = "is given only with " .. f.requires
+      obj.cross[#obj.cross + 1] = requires
+      break
+    end
+  end
+  local range = obj.date_range
+  if range then
+    obj.range_path = at(range[2])
+    obj.range_before = "must not be before " .. range[1]
+    obj.range_long = range.max_days and ("must be less than " .. range.max_days .. " days after "
+      .. range[1] .. " (" .. range.max_days .. " days at most, both counted)")
+    obj.cross[#obj.cross + 1] = date_range
   end
 end
 
