@@ -6,6 +6,7 @@
 local core = require "pagsmile.issuing.core"
 local issuing = require "pagsmile.issuing"
 local launch = require "sandbox.launch"
+local nginx = require "sandbox.nginx"
 local helpers = require "helpers"
 local kit = require "fault_kit"
 
