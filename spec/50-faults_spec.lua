@@ -264,7 +264,7 @@ describe("faults around the apply", function()
   end)
   before_each(function() assert(sb:settings { faults = false, money_duplicates = "move" }) end)
 
-  local RUN = calls.engines(function() return runner end, core.monotime, helpers.http)
+  local RUN = calls.engines(function() return runner end, core.monotime)
 
   -- Each new read: its path, its argument, and the field of its result that must be right.
   local READS = {

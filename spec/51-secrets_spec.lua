@@ -204,7 +204,7 @@ describe("no secret of the calls around the apply in any error, log event or res
     if sb then sb:stop() end
   end)
 
-  local RUN = calls.engines(function() return runner end, core.monotime, helpers.http)
+  local RUN = calls.engines(function() return runner end, core.monotime)
 
   -- Keeps what a call left for a reader: its error's message and text, and its log events.
   local function keep(res)

@@ -2,10 +2,7 @@
 -- on both engines: the busted process (coroutines over libcurl's multi interface) and a real
 -- nginx (light threads over cosockets, spec/support/batch.lua). Each order must keep the
 -- no-duplicate guarantee of apply_card whatever the faults, the deadlines and the limits.
-local ltn12 = require "ltn12"
-local http = require "socket.http"
 local issuing = require "pagsmile.issuing"
-local json = require "pagsmile.issuing.json"
 local nginx = require "sandbox.nginx"
 local helpers = require "helpers"
 local runner = require "spec.support.batch"
@@ -40,17 +37,8 @@ local function engines(get)
     ngx = function(list, opts, client_over)
       local o = get().sb:client_options()
       for k, v in pairs(client_over or {}) do o[k] = v end
-      local body = json.encode { client = o, rows = list, opts = opts or {}, holder = helpers.holder() }
-      local out = {}
-      http.TIMEOUT = 120
-      local _, code = http.request {
-        url = get().runner.url .. "/batch", method = "POST", source = ltn12.source.string(body),
-        headers = { ["Content-Type"] = "application/json", ["Content-Length"] = #body },
-        sink = ltn12.sink.table(out),
-      }
-      local text = table.concat(out)
-      assert(code == 200, "the nginx runner answered " .. tostring(code) .. ": " .. text:sub(1, 2000))
-      local s = json.decode(text)
+      local s = helpers.post_json(get().runner.url .. "/batch",
+        { client = o, rows = list, opts = opts or {}, holder = helpers.holder() })
       local results = {}
       for k, r in pairs(s.results) do results[tonumber(k)] = r end
       s.results = results

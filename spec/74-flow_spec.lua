@@ -42,11 +42,7 @@ describe("the flow around the apply", function()
       return s
     end,
     ngx = function(input)
-      local code, body = helpers.http("POST", runner.url .. "/flow",
-        assert(json.encode { options = sb:client_options(), input = input }),
-        { ["Content-Type"] = "application/json" })
-      assert(code == 200, "the runner answered " .. tostring(code) .. ": " .. tostring(body))
-      return assert(json.decode(body))
+      return helpers.post_json(runner.url .. "/flow", { options = sb:client_options(), input = input })
     end,
   }
 

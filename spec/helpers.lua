@@ -34,6 +34,16 @@ function helpers.http(method, url, body, headers)
   return code, table.concat(out), h or {}
 end
 
+--- POSTs `value` as JSON to a spec's nginx runner and returns its JSON answer, decoded
+-- (long ids kept exact); anything but a 200 fails the spec with the runner's words.
+function helpers.post_json(url, value)
+  local json = require "pagsmile.issuing.json"
+  local code, body = helpers.http("POST", url, assert(json.encode(value)),
+    { ["Content-Type"] = "application/json" })
+  assert(code == 200, "the runner answered " .. tostring(code) .. ": " .. tostring(body):sub(1, 2000))
+  return assert(json.decode(body))
+end
+
 -- Settings issuing.new accepts (this process's keys, an unused loopback URL); fields in
 -- `over` replace its own (helpers.NIL removes one).
 function helpers.settings(over)

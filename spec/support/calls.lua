@@ -83,15 +83,10 @@ function M.handler() M.serve(M.run) end
 
 --- The two ways to make a call, for a spec: in this process (curl) and through `runner`
 -- (an nginx started with M.CONFIG): engines.curl(input), engines.ngx(input) -> out.
-function M.engines(get_runner, clock, http)
+function M.engines(get_runner, clock)
   return {
     curl = function(input) return M.run(input, clock) end,
-    ngx = function(input)
-      local code, body = http("POST", get_runner().url .. "/call", assert(json.encode(input)),
-        { ["Content-Type"] = "application/json" })
-      assert(code == 200, "the runner answered " .. tostring(code) .. ": " .. tostring(body))
-      return assert(json.decode(body))
-    end,
+    ngx = function(input) return require("helpers").post_json(get_runner().url .. "/call", input) end,
   }
 end
 
